@@ -1,0 +1,1 @@
+"""Benchmarks of the SDK; run ``python -m benchmarks`` (see ``benchmarks/run.py``)."""

@@ -1,0 +1,81 @@
+"""Benchmark runner: prints side-by-side timings and ratios measured in one run.
+
+Usage: ``python -m benchmarks [name ...]`` (names: ``parse``; more suites register below).
+Absolute numbers depend on the machine; the ratios are what the targets are stated in.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import timeit
+from collections.abc import Callable
+
+from benchmarks.payloads import PAYLOADS
+
+
+def per_call_us(fn: Callable[[], object], *, repeat: int = 7, min_time: float = 0.2) -> float:
+    """Best-of-``repeat`` microseconds per call (auto-ranged so each sample takes ``min_time``)."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    number = max(number, int(number * min_time / 0.2))
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        best = min(timer.repeat(repeat=repeat, number=number))
+    finally:
+        if gc_was:
+            gc.enable()
+    return best / number * 1e6
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def bench_parse() -> bool:
+    """``parse_event(bytes)`` vs ``json.loads(bytes)`` on the seed's three payloads."""
+    from omnichannel import parse_event
+
+    target = 2.5
+    rows = [("payload", "json.loads µs", "parse_event µs", "ratio", f"target ≤ {target}")]
+    ok = True
+    for name, body in PAYLOADS.items():
+        base = per_call_us(lambda body=body: json.loads(body))
+        ours = per_call_us(lambda body=body: parse_event(body))
+        ratio = ours / base
+        ok &= ratio <= target
+        rows.append(
+            (
+                name,
+                f"{base:.2f}",
+                f"{ours:.2f}",
+                f"{ratio:.2f}",
+                "ok" if ratio <= target else "MISS",
+            )
+        )
+    print("parse_event vs json.loads (one run, best of 7)")
+    print(table(rows))
+    return ok
+
+
+SUITES: dict[str, Callable[[], bool]] = {"parse": bench_parse}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITES)}")
+        return 2
+    results = []
+    for name in names:
+        results.append(SUITES[name]())
+        print()
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

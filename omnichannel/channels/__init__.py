@@ -1,0 +1,1 @@
+"""One module per platform: inbound parsing, outbound client and the platform's quirks."""

@@ -1,0 +1,337 @@
+"""The Omnichannel universal connector (seed 000; Webim External Bot API 2.0 compatible):
+the inbound ``new_message`` webhook with its status contract, and the outbound client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import requests
+
+from omnichannel.codec import unstructure
+from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError, UnsupportedEvent
+from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage, TextReply
+from omnichannel.protocol import parse_event
+from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
+from omnichannel.runtime.http import Request, Response
+from omnichannel.runtime.pipeline import Runtime
+from omnichannel.runtime.sending import RetryPolicy, redact_url, request_with_retries
+from omnichannel.text import plain_text, split_text
+
+__all__ = [
+    "NO_ACTIVE_CHANNEL",
+    "WEBHOOK_PATH",
+    "Connector",
+    "OmnichannelClient",
+]
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/connector/omnichannel/omnichannel_message/{token}/bot_api_webhook"
+"""Where the channel server posts events (seed 000)."""
+
+NO_ACTIVE_CHANNEL = "There is no active channel for received event."
+"""The exact error text of the seed for an unknown token or an inactive channel."""
+
+_PATH = re.compile(r"/omnichannel_message/([^/]+)/bot_api_webhook/?$")
+
+
+class OmnichannelClient:
+    """Calls the channel server: ``/send_message`` and Webim's ``/close_chat``, ``/redirect_chat``.
+
+    Args:
+        channel_url: the channel's webhook URL (``https://your_company.com``); the method name is
+            appended (``…/send_message``). With "unique URL" auth the secret lives in it.
+        token: with header auth, sent as ``Authorization: Token {token}``.
+        session: a ``requests.Session`` (the test seam; one is created otherwise).
+        retry: timeouts and retries of every call.
+        max_message_length: texts longer than this are split on word boundaries into several
+            messages (``None``: never split; the seed leaves > 1000 characters to the channel).
+        strip_markdown: send markdown as plain text (the protocol has no markup).
+    """
+
+    def __init__(
+        self,
+        channel_url: str,
+        token: str | None = None,
+        session: requests.Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        max_message_length: int | None = 1000,
+        strip_markdown: bool = True,
+    ) -> None:
+        if not channel_url or not channel_url.startswith(("http://", "https://")):
+            raise ConfigurationError("channel_url must be an http(s) URL")
+        self.channel_url = channel_url.rstrip("/")
+        self._token = token or None
+        self.session = session or requests.Session()
+        self.retry = retry or RetryPolicy()
+        self.max_message_length = max_message_length
+        self.strip_markdown = strip_markdown
+
+    def __repr__(self) -> str:
+        return f"OmnichannelClient({redact_url(self.channel_url)!r})"
+
+    def render(self, message: Reply) -> list[OutboundMessage]:
+        """The wire messages for one reply: markdown stripped, long text split."""
+        out: list[OutboundMessage] = []
+        for item in to_outbound(message):
+            if isinstance(item, TextReply):
+                text = plain_text(item.text) if self.strip_markdown else item.text
+                if self.max_message_length and len(text) > self.max_message_length:
+                    out.extend(TextReply(text=p) for p in split_text(text, self.max_message_length))
+                else:
+                    out.append(item if text == item.text else TextReply(text=text))
+            else:
+                out.append(item)
+        return out
+
+    def call(
+        self, method: str, body: Mapping[str, Any], *, attempts: int | None = None
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``{channel_url}/{method}``; return the decoded answer.
+
+        Raises:
+            DeliveryError: a non-2xx status after retries, or a 2xx answer carrying ``error``.
+        """
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Token {self._token}"
+        url = f"{self.channel_url}/{method}"
+        response = request_with_retries(
+            self.session,
+            "POST",
+            url,
+            json=body,
+            headers=headers,
+            policy=self.retry,
+            attempts=attempts,
+            secrets=tuple(s for s in (self._token,) if s),
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            return {}
+        if isinstance(answer, dict) and answer.get("error"):
+            desc = answer.get("desc")
+            raise DeliveryError(
+                f"POST {redact_url(url)} refused: {answer['error']}"
+                + (f" ({desc})" if desc else ""),
+                status=response.status_code,
+                response_text=response.text[:500],
+            )
+        return answer if isinstance(answer, dict) else {}
+
+    def send_message(self, chat_id: ChatId, message: Reply) -> list[dict[str, Any]]:
+        """Send one reply (a text longer than ``max_message_length`` becomes several calls)."""
+        return [
+            self.call("send_message", unstructure(SendMessage(chat_id=chat_id, message=m)))
+            for m in self.render(message)
+        ]
+
+    def close_chat(self, chat_id: ChatId) -> dict[str, Any]:
+        """Webim extension: close the chat."""
+        return self.call("close_chat", {"chat_id": chat_id})
+
+    def redirect_chat(
+        self, chat_id: ChatId, *, operator_id: int | str | None = None, dep_key: str | None = None
+    ) -> dict[str, Any]:
+        """Webim extension: hand the chat to an operator or a department."""
+        if (operator_id is None) == (dep_key is None):
+            raise ValueError("give exactly one of operator_id and dep_key")
+        body: dict[str, Any] = {"chat_id": chat_id}
+        if operator_id is not None:
+            body["operator_id"] = operator_id
+        else:
+            body["dep_key"] = dep_key
+        return self.call("redirect_chat", body)
+
+
+Handover = Callable[[Turn, Mapping[str, Any]], None]
+
+
+def _job(bot: Bot, turn: Turn) -> Callable[[], None]:
+    return lambda: bot(turn)
+
+
+class Connector:
+    """The inbound endpoint of the Omnichannel protocol, with the seed's exact status contract.
+
+    ``handle(request)`` checks the URL and token, parses the event, acknowledges, then runs the
+    bot (in the background by default) and sends its replies through a durable, ordered,
+    retrying outbox.
+
+    Args:
+        bot: the :class:`~omnichannel.Bot` (an echo bot by default).
+        token: the ``{token}`` of the webhook URL (compared in constant time).
+        channel_url: the channel server's webhook URL (or give ``client``).
+        channel_token: sent as ``Authorization: Token …`` to the channel server.
+        client: a ready :class:`OmnichannelClient`.
+        runtime: share store/outbox/runner with other channels; else one is made from
+            ``store``, ``inline`` and ``runtime_options``.
+        max_body: bodies over this many bytes get 413.
+        malformed_status: status for a body that is not JSON or has a mistyped field (the seed
+            says 500; some servers prefer 400).
+        handover: ``handover(turn, params)`` for ``turn.handover()``. By default a handover sends
+            ``handover_text`` (when set) and calls Webim's ``redirect_chat`` when ``operator_id``
+            or ``dep_key`` is given, else raises ``NotSupported``.
+        name: distinguishes several connectors sharing one store.
+    """
+
+    def __init__(
+        self,
+        bot: Bot | None = None,
+        *,
+        token: str,
+        channel_url: str | None = None,
+        channel_token: str | None = None,
+        client: OmnichannelClient | None = None,
+        session: requests.Session | None = None,
+        runtime: Runtime | None = None,
+        store: Any = None,
+        inline: bool = False,
+        max_body: int = 1 << 20,
+        malformed_status: int = 500,
+        handover: Handover | None = None,
+        handover_text: str | None = None,
+        name: str = "omnichannel",
+        **runtime_options: Any,
+    ) -> None:
+        if not token:
+            raise ConfigurationError("token must be a non-empty string")
+        if client is None:
+            if channel_url is None:
+                raise ConfigurationError("give channel_url (or a ready client)")
+            client = OmnichannelClient(channel_url, channel_token, session=session)
+        self.bot = bot if bot is not None else Bot()
+        self.client = client
+        self.runtime = runtime or Runtime(store=store, inline=inline, **runtime_options)
+        self.max_body = max_body
+        self.malformed_status = malformed_status
+        self.name = name
+        self.destination = f"omnichannel:{name}"
+        self._token = token.encode()
+        self._handover = handover
+        self.handover_text = handover_text
+        self.runtime.outbox.register(self.destination, self._deliver)
+
+    def __repr__(self) -> str:
+        return f"Connector(name={self.name!r}, client={self.client!r})"
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the channel server must post to (it contains the secret token)."""
+        return WEBHOOK_PATH.format(token=self._token.decode())
+
+    # inbound --------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        """Answer one HTTP request to the webhook, following the seed's status contract."""
+        match = _PATH.search(request.path)
+        if match is None:
+            return Response.error(404, "Not found.")
+        if request.method != "POST":
+            return Response(
+                405,
+                b'{"error":"Method not allowed; use POST."}',
+                {"Allow": "POST", "Content-Type": "application/json"},
+            )
+        if not hmac.compare_digest(match.group(1).encode(), self._token):
+            return Response.error(400, NO_ACTIVE_CHANNEL)
+        if len(request.body) > self.max_body:
+            return Response.error(413, f"Request body is larger than {self.max_body} bytes.")
+        try:
+            return self._accept(request.body)
+        except Exception:
+            log.exception("omnichannel: internal error while accepting an event")
+            return Response.error(500, "Internal server error.")
+
+    def _accept(self, body: bytes) -> Response:
+        try:
+            event = parse_event(body)
+        except PayloadError as exc:
+            status = 400 if exc.missing else self.malformed_status
+            log.info("omnichannel: rejected event (%d): %s", status, exc)
+            return Response.error(status, str(exc))
+        except UnsupportedEvent as exc:
+            log.info("omnichannel: ignored event: %s", exc)
+            return Response.json(200, {"result": "ok"})
+        for message in event.messages:
+            if isinstance(message, FileMessage) and not message.ready:
+                log.info(
+                    "omnichannel: chat %s: file in state %r not processed",
+                    event.chat_id,
+                    message.file.state,
+                )
+                continue
+            key = None
+            if message.id is not None:
+                key = f"{self.destination}:{event.chat_id}:{message.id}"
+            if not self.runtime.accept(key):
+                log.info(
+                    "omnichannel: chat %s: repeated delivery %s ignored", event.chat_id, message.id
+                )
+                continue
+            log.info(
+                "omnichannel: chat %s: %s %s accepted", event.chat_id, message.kind, message.id
+            )
+            turn = Turn(event, message, self)
+            self.runtime.run(f"{self.destination}:{event.chat_id}", _job(self.bot, turn), key)
+        return Response.json(200, {"result": "ok"})
+
+    # outbound -------------------------------------------------------------------------------
+    def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
+        """Queue messages for chat ``chat_id``: stored first, then delivered in order."""
+        chat_key = f"{self.destination}:{chat_id}"
+        for message in messages:
+            for part in self.client.render(message):
+                body = unstructure(SendMessage(chat_id=chat_id, message=part))
+                self.runtime.outbox.put(
+                    self.destination, chat_key, {"method": "send_message", "body": body}
+                )
+
+    def reply(self, chat_id: ChatId, *messages: Reply) -> None:
+        """Write to a chat outside a turn (the agent writing first)."""
+        self.send(chat_id, to_outbound(messages))
+
+    def _deliver(self, payload: Mapping[str, Any]) -> None:
+        self.client.call(str(payload["method"]), payload["body"], attempts=1)
+
+    def handover(self, turn: Turn, **params: Any) -> None:
+        """Hand the chat to a human (see the ``handover`` argument)."""
+        if self._handover is not None:
+            self._handover(turn, params)
+            return
+        from omnichannel.errors import NotSupported
+
+        redirect = {k: params[k] for k in ("operator_id", "dep_key") if params.get(k) is not None}
+        if not redirect and not self.handover_text:
+            raise NotSupported(
+                "the omnichannel protocol has no handover; give Connector(handover=...) or "
+                "handover_text, or pass operator_id / dep_key for Webim's redirect_chat"
+            )
+        if self.handover_text:
+            turn.reply(self.handover_text)
+        if redirect:
+            body = {"chat_id": turn.chat_id, **redirect}
+            self.runtime.outbox.put(
+                self.destination,
+                f"{self.destination}:{turn.chat_id}",
+                {"method": "redirect_chat", "body": body},
+            )
+
+    # lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start background delivery (resuming replies stored by an earlier run)."""
+        self.runtime.start()
+
+    def drain(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the bot's work and the replies are done."""
+        return self.runtime.drain(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Finish queued work and replies, then stop."""
+        return self.runtime.close(timeout)

@@ -1,0 +1,1 @@
+"""The runtime: framework-free HTTP types, the Bot, runners, stores, the outbox and sending."""

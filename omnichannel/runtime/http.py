@@ -1,0 +1,116 @@
+"""Framework-free HTTP request and response: what every framework shim converts to and from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Headers", "Request", "Response"]
+
+
+class Headers(MutableMapping[str, str]):
+    """Case-insensitive HTTP headers that keep the spelling they were given."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
+        self._items: dict[str, tuple[str, str]] = {}
+        if items is not None:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for key, value in pairs:
+                self[key] = value
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()][1]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._items[key.lower()] = (key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (original for original, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+class Request:
+    """An inbound HTTP request, independent of any web framework.
+
+    ``body`` is the raw bytes (signatures and secrets cover them); ``query`` the raw query string.
+    """
+
+    __slots__ = ("body", "headers", "method", "path", "query")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        query: str = "",
+    ) -> None:
+        self.method = method.upper()
+        self.path = path
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = bytes(body)
+        self.query = query
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, lower-cased, without parameters (``""`` when absent)."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """The query string as a dict (the last value wins for repeated keys)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def __repr__(self) -> str:
+        # never print the path in full: it may carry a secret token
+        return f"Request({self.method} {len(self.body)} bytes)"
+
+
+class Response:
+    """An HTTP response, independent of any web framework."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes | str = b"",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+
+    @classmethod
+    def json(cls, status: int, payload: Any) -> Response:
+        """A JSON response (UTF-8, non-ASCII kept)."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(status, body, {"Content-Type": "application/json"})
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Response:
+        """A JSON error body ``{"error": message}``."""
+        return cls.json(status, {"error": message})
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.body[:80]!r})"
