@@ -1,6 +1,8 @@
 """Benchmark runner: prints side-by-side timings and ratios measured in one run.
 
-Usage: ``python -m benchmarks [name ...]`` (names: ``parse``; more suites register below).
+Usage: ``python -m benchmarks [name ...]``. Suites: ``parse`` here, plus the ``SUITES`` dict of
+every ``benchmarks/bench_*.py`` module (a suite is a function printing a table, returning
+``True`` when its targets hold).
 Absolute numbers depend on the machine; the ratios are what the targets are stated in.
 """
 
@@ -64,15 +66,31 @@ def bench_parse() -> bool:
 SUITES: dict[str, Callable[[], bool]] = {"parse": bench_parse}
 
 
+def discover() -> dict[str, Callable[[], bool]]:
+    """This module's suites plus ``SUITES`` of every ``benchmarks/bench_*.py``."""
+    import importlib
+    import pkgutil
+
+    import benchmarks
+
+    suites = dict(SUITES)
+    for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
+        if info.name.startswith("bench_"):
+            module = importlib.import_module(f"benchmarks.{info.name}")
+            suites.update(module.SUITES)
+    return suites
+
+
 def main(argv: list[str]) -> int:
-    names = argv or list(SUITES)
-    unknown = [n for n in names if n not in SUITES]
+    suites = discover()
+    names = argv or list(suites)
+    unknown = [n for n in names if n not in suites]
     if unknown:
-        print(f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITES)}")
+        print(f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(suites)}")
         return 2
     results = []
     for name in names:
-        results.append(SUITES[name]())
+        results.append(suites[name]())
         print()
     return 0 if all(results) else 1
 

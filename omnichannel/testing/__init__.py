@@ -3,6 +3,8 @@ and a fluent bot tester. Everything here runs real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from omnichannel.testing.channel import Call, RecordingChannelServer
 from omnichannel.testing.events import (
     button_event,
@@ -13,8 +15,28 @@ from omnichannel.testing.events import (
 from omnichannel.testing.server import LocalServer
 from omnichannel.testing.tester import BotTester
 
+_LAZY = {
+    "FakeOmnidesk": "omnichannel.testing.omnidesk",
+    "FakeWebexConnect": "omnichannel.testing.webex",
+    "FakePageMessenger": "omnichannel.testing.pagemessenger",
+}
+
+
+def __getattr__(name: str) -> object:
+    # the fake platforms load on first use: a user testing one adapter pays for no other
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omnichannel.testing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "BotTester",
+    "FakeOmnidesk",
+    "FakePageMessenger",
+    "FakeWebexConnect",
     "Call",
     "LocalServer",
     "RecordingChannelServer",
