@@ -3,8 +3,6 @@ and a fluent bot tester. Everything here runs real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from omnichannel.testing.channel import Call, RecordingChannelServer
 from omnichannel.testing.events import (
     button_event,
@@ -34,10 +32,10 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "BotTester",
+    "Call",
     "FakeOmnidesk",
     "FakePageMessenger",
     "FakeWebexConnect",
-    "Call",
     "LocalServer",
     "RecordingChannelServer",
     "button_event",
