@@ -1,0 +1,309 @@
+"""The command line: ``omnichannel serve``, ``omnichannel demo`` and ``omnichannel outbox``.
+
+Every ``serve`` flag can also come from an ``OMNICHANNEL_*`` environment variable
+(``--channel-url`` ↔ ``OMNICHANNEL_CHANNEL_URL``); a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from omnichannel import __version__
+from omnichannel.channels.omnichannel import WEBHOOK_PATH, Connector
+from omnichannel.errors import ConfigurationError
+from omnichannel.integrations.wsgi import wsgi_app
+from omnichannel.runtime.bot import Bot
+from omnichannel.runtime.pipeline import Runtime
+from omnichannel.runtime.store import Store, open_store
+
+__all__ = ["load_bot", "main"]
+
+log = logging.getLogger("omnichannel.serve")
+
+DEFAULT_STORE = "sqlite:///omnichannel.db"
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """The connector logs one line per event; the access log would repeat the secret URL."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"OMNICHANNEL_{name}", default)
+
+
+def load_bot(spec: str) -> Bot:
+    """Load a bot from ``module:attribute`` or ``path/to/file.py:attribute``.
+
+    The attribute may be a :class:`Bot` or a callable returning one.
+    """
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "bot"
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigurationError(f"--bot: cannot load {module_name}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"--bot: cannot import {module_name!r}: {exc}") from exc
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise ConfigurationError(f"--bot: {module_name} has no attribute {attribute!r}") from None
+    if not isinstance(value, Bot) and callable(value):
+        value = value()
+    if not isinstance(value, Bot):
+        raise ConfigurationError(f"--bot: {spec} is not an omnichannel.Bot")
+    return value
+
+
+# serve ----------------------------------------------------------------------------------------
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve the omnichannel webhook")
+    p.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1"), help="bind address (OMNICHANNEL_HOST)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "8080") or 8080),
+        help="port (OMNICHANNEL_PORT)",
+    )
+    p.add_argument(
+        "--token", default=_env("TOKEN"), help="the {token} of the webhook URL (OMNICHANNEL_TOKEN)"
+    )
+    p.add_argument(
+        "--channel-url",
+        default=_env("CHANNEL_URL"),
+        help="the channel server's webhook URL (OMNICHANNEL_CHANNEL_URL)",
+    )
+    p.add_argument(
+        "--channel-token",
+        default=_env("CHANNEL_TOKEN"),
+        help="sent as 'Authorization: Token …' (OMNICHANNEL_CHANNEL_TOKEN)",
+    )
+    p.add_argument(
+        "--bot",
+        default=_env("BOT"),
+        help="module:attribute of a Bot (default: echo) (OMNICHANNEL_BOT)",
+    )
+    p.add_argument(
+        "--store",
+        default=_env("STORE", DEFAULT_STORE),
+        help="memory://, sqlite:///path.db or redis://host:port/0 "
+        f"(OMNICHANNEL_STORE; default {DEFAULT_STORE})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "8") or 8),
+        help="bot threads (OMNICHANNEL_WORKERS)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=float(_env("SHUTDOWN_TIMEOUT", "30") or 30),
+        help="seconds to finish queued replies on SIGTERM",
+    )
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    missing = [
+        flag
+        for flag, value in (("--token", args.token), ("--channel-url", args.channel_url))
+        if not value
+    ]
+    if missing:
+        print(
+            f"omnichannel serve: missing {' and '.join(missing)} (or OMNICHANNEL_* variables)",
+            file=sys.stderr,
+        )
+        return 2
+    bot = load_bot(args.bot) if args.bot else Bot()
+    runtime = Runtime(store=args.store, workers=args.workers)
+    connector = Connector(
+        bot,
+        token=args.token,
+        channel_url=args.channel_url,
+        channel_token=args.channel_token,
+        runtime=runtime,
+    )
+    server = make_server(
+        args.host,
+        args.port,
+        wsgi_app(connector),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()
+            log.info("received %s: finishing queued replies", signal.Signals(signum).name)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    connector.start()
+    pending = runtime.store.outbox_pending()
+    log.info(
+        "serving on http://%s:%d%s (store %s, %d pending replies resumed)",
+        args.host,
+        server.server_port,
+        WEBHOOK_PATH.format(token="***"),  # noqa: S106 - the mask, not a secret
+        args.store.split("://", 1)[0],
+        pending,
+    )
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        drained = connector.close(timeout=args.shutdown_timeout)
+        log.info(
+            "stopped (%s)",
+            "all replies delivered" if drained else "undelivered replies stay in the store",
+        )
+    return 0
+
+
+# demo -----------------------------------------------------------------------------------------
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the echo bot against a simulated channel server and print the conversation",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        help="store URL (default: a fresh SQLite file in a temporary directory)",
+    )
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from omnichannel.demo import run_demo
+
+    return run_demo(args.store)
+
+
+# outbox ---------------------------------------------------------------------------------------
+def _add_outbox(sub: Any) -> None:
+    p = sub.add_parser("outbox", help="list, retry or drop dead-lettered replies")
+    p.add_argument(
+        "--store",
+        default=_env("STORE", DEFAULT_STORE),
+        help="the store serve uses (OMNICHANNEL_STORE)",
+    )
+    ops = p.add_subparsers(dest="op", required=True)
+    ls = ops.add_parser("list", help="list dead letters (and the number of pending replies)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    retry = ops.add_parser("retry", help="send dead letters again")
+    retry.add_argument("ids", nargs="*", help="item ids (see list)")
+    retry.add_argument("--all", action="store_true", help="every dead letter")
+    drop = ops.add_parser("drop", help="delete dead letters for good")
+    drop.add_argument("ids", nargs="*")
+    drop.add_argument("--all", action="store_true")
+    p.set_defaults(func=_outbox)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    store: Store = open_store(args.store)
+    try:
+        dead = store.dead_letters()
+        if args.op == "list":
+            if args.json:
+                for item in dead:
+                    print(
+                        json.dumps(
+                            {
+                                "id": item.id,
+                                "destination": item.destination,
+                                "chat": item.chat_key,
+                                "attempts": item.attempts,
+                                "error": item.last_error,
+                                "created_at": item.created_at,
+                                "payload": item.payload,
+                            },
+                            ensure_ascii=False,
+                        )
+                    )
+                return 0
+            print(f"{store.outbox_pending()} pending, {len(dead)} dead")
+            for item in dead:
+                when = datetime.fromtimestamp(item.created_at, timezone.utc).strftime(
+                    "%Y-%m-%d %H:%M:%SZ"
+                )
+                print(
+                    f"{item.id}  {when}  {item.destination}  {item.chat_key}  "
+                    f"attempts={item.attempts}  error={item.last_error}"
+                )
+            return 0
+        ids = [i.id for i in dead] if args.all else list(args.ids)
+        if not ids:
+            print(f"outbox {args.op}: give item ids or --all", file=sys.stderr)
+            return 2
+        action = store.dead_letter_retry if args.op == "retry" else store.dead_letter_drop
+        failed = [i for i in ids if not action(i)]
+        done = len(ids) - len(failed)
+        print(f"{'queued for retry' if args.op == 'retry' else 'dropped'}: {done}")
+        for item_id in failed:
+            print(f"no dead letter {item_id}", file=sys.stderr)
+        return 1 if failed else 0
+    finally:
+        store.close()
+
+
+# main -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``omnichannel`` command."""
+    parser = argparse.ArgumentParser(prog="omnichannel", description="Connect a bot to channels.")
+    parser.add_argument("--version", action="version", version=f"omnichannel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_demo(sub)
+    _add_outbox(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "INFO")
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = time.gmtime
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:
+        print(f"omnichannel: {exc}", file=sys.stderr)
+        return 2
