@@ -205,6 +205,7 @@ def _add_demo(sub: Any) -> None:
         default=None,
         help="store URL (default: a fresh SQLite file in a temporary directory)",
     )
+    p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=_demo)
 
 
