@@ -1,0 +1,1 @@
+"""Runnable examples (see each file's docstring for its one command)."""
