@@ -427,6 +427,11 @@ converter.register_structure_hook(Keyboard, lambda v, _t: _structure_outbound(v,
 converter.register_structure_hook(FileLink, lambda v, _t: _structure_outbound(v, "message"))
 
 
+def unstructure_message(message: OutboundMessage) -> dict[str, Any]:
+    """The wire JSON of one outbound message (the ``message`` of a ``/send_message`` body)."""
+    return converter.unstructure(message, unstructure_as=type(message))  # type: ignore[no-any-return]
+
+
 def unstructure(obj: Any) -> Any:
     """Turn a model (or a list of them) into wire JSON values."""
     return converter.unstructure(obj)

@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from omnichannel.codec import unstructure
+from omnichannel.codec import unstructure, unstructure_message
 from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError, UnsupportedEvent
 from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage, TextReply
 from omnichannel.protocol import parse_event
@@ -78,6 +78,11 @@ class OmnichannelClient:
 
     def render(self, message: Reply) -> list[OutboundMessage]:
         """The wire messages for one reply: markdown stripped, long text split."""
+        if type(message) is TextReply and (
+            self.max_message_length is None or len(message.text) <= self.max_message_length
+        ):
+            text = plain_text(message.text) if self.strip_markdown else message.text
+            return [message if text is message.text else TextReply(text=text)]
         out: list[OutboundMessage] = []
         for item in to_outbound(message):
             if isinstance(item, TextReply):
@@ -152,6 +157,13 @@ class OmnichannelClient:
 
 
 Handover = Callable[[Turn, Mapping[str, Any]], None]
+
+
+_OK_BODY = b'{"result":"ok"}'
+
+
+def _ok() -> Response:
+    return Response(200, _OK_BODY, {"Content-Type": "application/json"})
 
 
 def _job(bot: Bot, turn: Turn) -> Callable[[], None]:
@@ -258,7 +270,7 @@ class Connector:
             return Response.error(status, str(exc))
         except UnsupportedEvent as exc:
             log.info("omnichannel: ignored event: %s", exc)
-            return Response.json(200, {"result": "ok"})
+            return _ok()
         for message in event.messages:
             if isinstance(message, FileMessage) and not message.ready:
                 log.info(
@@ -280,7 +292,7 @@ class Connector:
             )
             turn = Turn(event, message, self)
             self.runtime.run(f"{self.destination}:{event.chat_id}", _job(self.bot, turn), key)
-        return Response.json(200, {"result": "ok"})
+        return _ok()
 
     # outbound -------------------------------------------------------------------------------
     def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
@@ -288,7 +300,7 @@ class Connector:
         chat_key = f"{self.destination}:{chat_id}"
         for message in messages:
             for part in self.client.render(message):
-                body = unstructure(SendMessage(chat_id=chat_id, message=part))
+                body = {"chat_id": chat_id, "message": unstructure_message(part)}
                 self.runtime.outbox.put(
                     self.destination, chat_key, {"method": "send_message", "body": body}
                 )

@@ -50,7 +50,7 @@ def to_outbound(result: HandlerResult) -> list[OutboundMessage]:
     """Normalize what a handler returned: ``None``, a ``str``, a message, or an iterable of them."""
     if result is None:
         return []
-    if isinstance(result, str):
+    if type(result) is str:
         return [TextReply(text=result)]
     if isinstance(result, (TextReply, Keyboard, FileLink)):
         return [result]

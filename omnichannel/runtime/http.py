@@ -16,11 +16,11 @@ class Headers(MutableMapping[str, str]):
     __slots__ = ("_items",)
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
-        self._items: dict[str, tuple[str, str]] = {}
-        if items is not None:
-            pairs = items.items() if isinstance(items, Mapping) else items
-            for key, value in pairs:
-                self[key] = value
+        if items is None:
+            self._items: dict[str, tuple[str, str]] = {}
+        else:
+            pairs = items.items() if isinstance(items, dict | Mapping) else items
+            self._items = {key.lower(): (key, value) for key, value in pairs}
 
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()][1]

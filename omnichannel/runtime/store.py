@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import heapq
+import itertools
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +18,15 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 __all__ = ["MemoryStore", "OutboxItem", "Store", "open_store"]
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_item_id() -> str:
+    """A unique item id: a random per-process prefix and a counter (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 @attrs.define(kw_only=True)
@@ -31,7 +41,7 @@ class OutboxItem:
     destination: str
     chat_key: str
     payload: Mapping[str, Any]
-    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    id: str = attrs.field(factory=lambda: new_item_id())
     created_at: float = attrs.field(factory=time.time)
     deadline: float = 0.0
     attempts: int = 0
@@ -173,7 +183,8 @@ class MemoryStore:
                 head = queue[0]
                 if head.next_attempt_at <= now:
                     self._leases[chat_key] = (owner, now + lease)
-                    claimed.append(attrs.evolve(head))
+                    # the stored item itself: its holder owns it until ack/reschedule/bury
+                    claimed.append(head)
         return claimed
 
     def _release(self, chat_key: str) -> None:
