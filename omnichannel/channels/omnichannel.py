@@ -182,7 +182,8 @@ class Connector:
         token: the ``{token}`` of the webhook URL (compared in constant time).
         channel_url: the channel server's webhook URL (or give ``client``).
         channel_token: sent as ``Authorization: Token …`` to the channel server.
-        client: a ready :class:`OmnichannelClient`.
+        client: a ready :class:`OmnichannelClient` (else one is made from ``channel_url``,
+            ``channel_token``, ``session`` and ``retry``).
         runtime: share store/outbox/runner with other channels; else one is made from
             ``store``, ``inline`` and ``runtime_options``.
         max_body: bodies over this many bytes get 413.
@@ -203,6 +204,7 @@ class Connector:
         channel_token: str | None = None,
         client: OmnichannelClient | None = None,
         session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
         runtime: Runtime | None = None,
         store: Any = None,
         inline: bool = False,
@@ -218,7 +220,7 @@ class Connector:
         if client is None:
             if channel_url is None:
                 raise ConfigurationError("give channel_url (or a ready client)")
-            client = OmnichannelClient(channel_url, channel_token, session=session)
+            client = OmnichannelClient(channel_url, channel_token, session=session, retry=retry)
         self.bot = bot if bot is not None else Bot()
         self.client = client
         self.runtime = runtime or Runtime(store=store, inline=inline, **runtime_options)
