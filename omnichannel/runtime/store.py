@@ -29,6 +29,18 @@ def new_item_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
+def _new_id_prefix_after_fork() -> None:
+    # a forked worker (gunicorn, multiprocessing) must not repeat its parent's ids: they share
+    # one SQLite file or Redis, where equal ids collide
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_new_id_prefix_after_fork)
+
+
 @attrs.define(kw_only=True)
 class OutboxItem:
     """One outbound call waiting to be delivered.
