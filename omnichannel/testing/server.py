@@ -16,6 +16,7 @@ __all__ = ["LocalServer"]
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # bursts of webhooks must not wait on SYN retries
     allow_reuse_address = True
     owner: LocalServer
 
