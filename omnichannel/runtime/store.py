@@ -149,10 +149,15 @@ class MemoryStore:
         now = time.monotonic()
         with self._lock:
             expiry = self._expiry
+            evicted = 0
             while expiry and expiry[0][0] <= now:
                 when, old = heapq.heappop(expiry)
                 if self._seen.get(old) == when:
                     del self._seen[old]
+                    evicted += 1
+            if evicted > 1024 and evicted > len(self._seen):
+                # a dict never shrinks its table by itself: copy it after a large eviction
+                self._seen = dict(self._seen)
             until = self._seen.get(key)
             if until is not None and until > now:
                 return False
