@@ -33,8 +33,10 @@ class Outbox:
         store: where items live (memory, SQLite, Redis).
         workers: deliveries in flight at once (each to a different chat).
         deadline: seconds after the first failure before an item is dead-lettered.
-        backoff, cap: the first retry waits about ``backoff`` seconds, doubling up to ``cap``
-            (with jitter); a server's ``Retry-After`` is honoured.
+        backoff: the first retry waits about this many seconds, doubling each time (with
+            jitter); a server's ``Retry-After`` is honoured.
+        cap: the longest wait between two attempts.
+        lease: seconds a claimed chat stays reserved for this outbox.
         inline: deliver in the calling thread of :meth:`put` (tests, notebooks, serverless);
             items that fail stay stored and are retried by :meth:`flush` or a later start.
         poll_interval: how often a background outbox looks for due items it was not woken for

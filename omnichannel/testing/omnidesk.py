@@ -75,7 +75,8 @@ class FakeOmnidesk(LocalServer):
     """A local Omnidesk account.
 
     Args:
-        email, api_key: the Basic-auth credentials the API accepts.
+        email: the staff e-mail of the Basic-auth credentials the API accepts.
+        api_key: the API key of those credentials.
         staff_id: whose name API staff messages carry when they give no ``staff_id``.
         label_fields: the edit-case fields adding and removing labels (``labels`` always
             replaces the whole list).
