@@ -18,7 +18,7 @@ from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage
 from omnichannel.protocol import parse_event
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
-from omnichannel.runtime.pipeline import Runtime
+from omnichannel.runtime.pipeline import Runtime, RuntimeLifecycle
 from omnichannel.runtime.sending import RetryPolicy, redact_url, request_with_retries
 from omnichannel.text import plain_text, split_text
 
@@ -170,7 +170,7 @@ def _job(bot: Bot, turn: Turn) -> Callable[[], None]:
     return lambda: bot(turn)
 
 
-class Connector:
+class Connector(RuntimeLifecycle):
     """The inbound endpoint of the Omnichannel protocol, with the seed's exact status contract.
 
     ``handle(request)`` checks the URL and token, parses the event, acknowledges, then runs the
@@ -336,16 +336,3 @@ class Connector:
                 f"{self.destination}:{turn.chat_id}",
                 {"method": "redirect_chat", "body": body},
             )
-
-    # lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start background delivery (resuming replies stored by an earlier run)."""
-        self.runtime.start()
-
-    def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the bot's work and the replies are done."""
-        return self.runtime.drain(timeout)
-
-    def close(self, timeout: float | None = 10.0) -> bool:
-        """Finish queued work and replies, then stop."""
-        return self.runtime.close(timeout)

@@ -57,7 +57,7 @@ from omnichannel.models import (
 from omnichannel.protocol import agent_text, parse_event
 from omnichannel.runtime.bot import Bot, Channel, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
-from omnichannel.runtime.pipeline import Runtime
+from omnichannel.runtime.pipeline import Runtime, RuntimeLifecycle
 from omnichannel.runtime.sending import RetryPolicy, request_with_retries
 from omnichannel.text import numbered_list, plain_text, split_text
 
@@ -1369,7 +1369,7 @@ def _clean_rule_payload(payload: Any) -> Any:
     return payload
 
 
-class OmnideskChannel:
+class OmnideskChannel(RuntimeLifecycle):
     """Variant 1 of seed 001: Omnidesk is the channel, the bot answers inside the case.
 
     An Omnidesk rule (on new cases with ``[case_description]``, on updated cases with
@@ -1664,19 +1664,6 @@ class OmnideskChannel:
             self.client.edit_case(case_id, **dict(payload["changes"]), attempts=1)
         else:
             raise DeliveryError(f"unknown Omnidesk outbox operation {op!r}")
-
-    # lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start background delivery (resuming replies stored by an earlier run)."""
-        self.runtime.start()
-
-    def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the bot's work and the replies are done."""
-        return self.runtime.drain(timeout)
-
-    def close(self, timeout: float | None = 10.0) -> bool:
-        """Finish queued work and replies, then stop."""
-        return self.runtime.close(timeout)
 
 
 def _match_button(text: str, keyboard: Sequence[Sequence[str]]) -> Button | None:

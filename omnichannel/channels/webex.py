@@ -47,7 +47,7 @@ from omnichannel.models import (
 )
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
-from omnichannel.runtime.pipeline import Runtime
+from omnichannel.runtime.pipeline import Runtime, RuntimeLifecycle
 from omnichannel.runtime.sending import RetryPolicy, redact_url, request_with_retries
 from omnichannel.text import numbered_list, plain_text, split_text
 
@@ -622,7 +622,7 @@ KeyboardRenderer = Callable[[Keyboard], Mapping[str, Any]]
 _NUMBER = re.compile(r"\s*(\d{1,3})\s*[.)]?\s*")
 
 
-class WebexConnectBot:
+class WebexConnectBot(RuntimeLifecycle):
     """A :class:`~omnichannel.Bot` as a Webex Connect generic-bot integration.
 
     ``handle(request)`` answers every valid POST at once with the verification token, then runs
@@ -1085,19 +1085,6 @@ class WebexConnectBot:
 
     def _deliver(self, payload: Mapping[str, Any]) -> None:
         self.client.post_event(payload["body"], attempts=1)
-
-    # lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start background delivery (resuming replies stored by an earlier run)."""
-        self.runtime.start()
-
-    def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the bot's work and the replies are done."""
-        return self.runtime.drain(timeout)
-
-    def close(self, timeout: float | None = 10.0) -> bool:
-        """Finish queued work and replies, then stop."""
-        return self.runtime.close(timeout)
 
 
 def _choice(text: str, keyboard: list[list[str]]) -> Button | None:

@@ -14,7 +14,7 @@ from omnichannel.runtime.outbox import Outbox
 from omnichannel.runtime.runners import BackgroundRunner, InlineRunner, Runner
 from omnichannel.runtime.store import MemoryStore, Store, open_store
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "RuntimeLifecycle"]
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +100,21 @@ class Runtime:
         drained = self.outbox.stop(timeout) and drained
         self.store.close()
         return drained
+
+
+class RuntimeLifecycle:
+    """``start`` / ``drain`` / ``close`` of a channel that owns (or shares) a :class:`Runtime`."""
+
+    runtime: Runtime
+
+    def start(self) -> None:
+        """Start background delivery (resuming replies stored by an earlier run)."""
+        self.runtime.start()
+
+    def drain(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the bot's work and the replies are done."""
+        return self.runtime.drain(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Finish queued work and replies, then stop."""
+        return self.runtime.close(timeout)
