@@ -143,6 +143,10 @@ def format_webex_timestamp(when: datetime | None = None) -> str:
 # inbound models
 
 
+def _is_bot_conversation(conversation_type: str | None) -> bool:
+    return conversation_type is None or conversation_type.strip().upper() == "BOT"
+
+
 @attrs.frozen(kw_only=True)
 class WebexIncomingMessage:
     """``Event: "Incoming message"``: a message from the customer.
@@ -166,7 +170,7 @@ class WebexIncomingMessage:
     @property
     def for_bot(self) -> bool:
         """True unless ``ConversationType`` names something other than a BOT conversation."""
-        return self.conversation_type is None or self.conversation_type.strip().upper() == "BOT"
+        return _is_bot_conversation(self.conversation_type)
 
     @property
     def media_url(self) -> str | None:
@@ -196,7 +200,7 @@ class WebexPostback:
     @property
     def for_bot(self) -> bool:
         """True unless ``ConversationType`` names something other than a BOT conversation."""
-        return self.conversation_type is None or self.conversation_type.strip().upper() == "BOT"
+        return _is_bot_conversation(self.conversation_type)
 
 
 @attrs.frozen(kw_only=True)
