@@ -51,7 +51,7 @@ def bench_handle_inline() -> bool:
 
     base = per_call_us(loads, repeat=5)
     ours = per_call_us(handle, repeat=5)
-    assert connector.runtime.store.outbox_pending() == 0
+    assert connector.runtime.store.pending("outbox") == 0
     ratio = ours / base
     verdict = "ok" if ratio <= target else "MISS"
     print("Connector.handle (inline, echo bot, no-op transport) vs json.loads (best of 5)")

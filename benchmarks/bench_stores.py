@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from benchmarks.run import table
-from omnichannel.runtime.store import MemoryStore, Store
+from omnichannel.runtime.stores import MemoryStore, Store
 
 CHATS = 100_000
 MAX_BYTES_PER_CHAT = 1024  # dedupe key + chat state of one chat in MemoryStore
@@ -97,7 +97,7 @@ def _redis_url() -> Iterator[str | None]:
 
 def bench_dedupe() -> bool:
     """Dedupe check-and-set per second: memory vs SQLite (WAL, a temp file) vs Redis."""
-    from omnichannel.runtime.sqlite_store import SQLiteStore
+    from omnichannel.runtime.stores.sqlite import SQLiteStore
 
     rows = [("store", "check-and-set/s", "µs/call", "vs memory")]
     memory = _rate(MemoryStore())
@@ -114,7 +114,7 @@ def bench_dedupe() -> bool:
         if url is None:
             skipped = "redis: skipped (no server)"
         else:
-            from omnichannel.runtime.redis_store import RedisStore
+            from omnichannel.runtime.stores.redis import RedisStore
 
             prefix = f"omnichannel-bench:{uuid.uuid4().hex[:8]}:"
             store = RedisStore(url, prefix=prefix)

@@ -53,7 +53,7 @@ from omnichannel.runtime.outbox import Outbox
 from omnichannel.runtime.pipeline import Runtime
 from omnichannel.runtime.runners import BackgroundRunner, InlineRunner
 from omnichannel.runtime.sending import RetryPolicy
-from omnichannel.runtime.store import MemoryStore, OutboxItem, Store, open_store
+from omnichannel.runtime.stores import MemoryStore, QueueItem, Store, open_store
 
 __version__ = "0.1.0"
 
@@ -84,7 +84,7 @@ __all__ = [
     "OmnichannelError",
     "OutboundMessage",
     "Outbox",
-    "OutboxItem",
+    "QueueItem",
     "PayloadError",
     "Request",
     "Response",

@@ -29,7 +29,7 @@ from omnichannel.errors import ConfigurationError
 from omnichannel.integrations.wsgi import wsgi_app
 from omnichannel.runtime.bot import Bot
 from omnichannel.runtime.pipeline import Runtime
-from omnichannel.runtime.store import Store, open_store
+from omnichannel.runtime.stores import Store, open_store
 
 __all__ = ["load_bot", "main"]
 
@@ -173,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     connector.start()
-    pending = runtime.store.outbox_pending()
+    pending = runtime.store.pending("outbox")
     log.info(
         "serving on http://%s:%d%s (store %s, %d pending replies resumed)",
         args.host,
@@ -257,7 +257,7 @@ def _outbox(args: argparse.Namespace) -> int:
                         )
                     )
                 return 0
-            print(f"{store.outbox_pending()} pending, {len(dead)} dead")
+            print(f"{store.pending("outbox")} pending, {len(dead)} dead")
             for item in dead:
                 when = datetime.fromtimestamp(item.created_at, timezone.utc).strftime(
                     "%Y-%m-%d %H:%M:%SZ"

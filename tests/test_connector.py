@@ -297,7 +297,7 @@ def test_a_chat_whose_channel_keeps_failing_does_not_hold_up_other_chats(
         channel.wait_for(5)
     assert channel.texts(2) == [f"free-{i}" for i in range(5)]
     # the server records a call a moment before the outbox acknowledges it
-    assert wait_until(lambda: connector.runtime.store.outbox_pending() == 1)
+    assert wait_until(lambda: connector.runtime.store.pending("outbox") == 1)
     connector.close(timeout=0.1)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from omnichannel.runtime.store import Store, open_store
+from omnichannel.runtime.stores import Store, open_store
 from omnichannel.testing import RecordingChannelServer, text_event
 from tests import redis_support
 from tests.helpers import free_port, wait_until
@@ -155,7 +155,7 @@ def test_replies_survive_sigkill_and_arrive_once_in_order(store_url: str) -> Non
                 assert worker.post(text_event(f"c{chat} m{n}", chat_id=chat)) == 200
         with opened(store_url) as store:
             # every reply is stored (the first attempts failed: the channel is down)
-            assert wait_until(lambda: store.outbox_pending() == 20, 20)
+            assert wait_until(lambda: store.pending("outbox") == 20, 20)
         worker.process.send_signal(signal.SIGKILL)
         worker.process.wait(10)
     with RecordingChannelServer(port=channel_port) as channel:
@@ -166,7 +166,7 @@ def test_replies_survive_sigkill_and_arrive_once_in_order(store_url: str) -> Non
         for chat in chats:
             assert channel.texts(chat) == [f"c{chat} m{n}" for n in range(5)]
     with opened(store_url) as store:
-        assert store.outbox_pending() == 0
+        assert store.pending("outbox") == 0
         assert store.dead_letters() == []
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from omnichannel.errors import ConfigurationError, DeliveryError
 from omnichannel.runtime.outbox import Outbox
-from omnichannel.runtime.redis_store import RedisStore
-from omnichannel.runtime.sqlite_store import SQLiteStore
-from omnichannel.runtime.store import MemoryStore, OutboxItem, Store, open_store
+from omnichannel.runtime.stores.redis import RedisStore
+from omnichannel.runtime.stores.sqlite import SQLiteStore
+from omnichannel.runtime.stores import MemoryStore, QueueItem, Store, open_store
 from tests import redis_support
 from tests.redis_support import unique_prefix
 
@@ -96,11 +96,11 @@ def store(stores: Stores) -> Store:
     return stores.open()
 
 
-def item(chat: str, n: int, **fields: Any) -> OutboxItem:
-    return OutboxItem(destination="test", chat_key=chat, payload={"n": n}, **fields)
+def item(chat: str, n: int, **fields: Any) -> QueueItem:
+    return QueueItem(destination="test", chat_key=chat, payload={"n": n}, **fields)
 
 
-def numbers(items: list[OutboxItem]) -> list[tuple[str, int]]:
+def numbers(items: list[QueueItem]) -> list[tuple[str, int]]:
     return [(i.chat_key, i.payload["n"]) for i in items]
 
 
@@ -176,81 +176,81 @@ def test_state_get_set_delete(store: Store) -> None:
 # outbox -------------------------------------------------------------------------------------
 def test_claim_leases_only_the_head_of_each_chat_in_order(store: Store) -> None:
     for n in range(3):
-        store.outbox_add(item("a", n))
+        store.add(item("a", n))
     for n in range(2):
-        store.outbox_add(item("b", n))
+        store.add(item("b", n))
     now = time.time()
-    first = store.outbox_claim("w1", now, 10, 30)
+    first = store.claim("outbox", "w1", now, 10, 30)
     assert sorted(numbers(first)) == [("a", 0), ("b", 0)]
-    assert store.outbox_claim("w1", now, 10, 30) == []  # both chats are leased
+    assert store.claim("outbox", "w1", now, 10, 30) == []  # both chats are leased
     for claimed in first:
-        store.outbox_ack(claimed)
+        store.ack(claimed)
     delivered = []
-    while store.outbox_pending():
-        batch = store.outbox_claim("w1", time.time(), 10, 30)
+    while store.pending("outbox"):
+        batch = store.claim("outbox", "w1", time.time(), 10, 30)
         assert batch, "a released chat must be claimable"
         for claimed in batch:
             delivered.append((claimed.chat_key, claimed.payload["n"]))
-            store.outbox_ack(claimed)
+            store.ack(claimed)
     assert [n for chat, n in delivered if chat == "a"] == [1, 2]
     assert [n for chat, n in delivered if chat == "b"] == [1]
 
 
 def test_claim_respects_limit(store: Store) -> None:
     for chat in "abcde":
-        store.outbox_add(item(chat, 0))
-    assert len(store.outbox_claim("w1", time.time(), 2, 30)) == 2
-    assert len(store.outbox_claim("w1", time.time(), 10, 30)) == 3
-    assert store.outbox_claim("w1", time.time(), 10, 30) == []
+        store.add(item(chat, 0))
+    assert len(store.claim("outbox", "w1", time.time(), 2, 30)) == 2
+    assert len(store.claim("outbox", "w1", time.time(), 10, 30)) == 3
+    assert store.claim("outbox", "w1", time.time(), 10, 30) == []
 
 
 def test_one_lease_per_chat_across_handles(stores: Stores) -> None:
     one, two = stores.open(), stores.open()
-    one.outbox_add(item("a", 0))
-    two.outbox_add(item("a", 1))
-    got = one.outbox_claim("w1", time.time(), 10, 30)
+    one.add(item("a", 0))
+    two.add(item("a", 1))
+    got = one.claim("outbox", "w1", time.time(), 10, 30)
     assert numbers(got) == [("a", 0)]
-    assert two.outbox_claim("w2", time.time(), 10, 30) == []
-    two.outbox_ack(got[0])
-    assert numbers(two.outbox_claim("w2", time.time(), 10, 30)) == [("a", 1)]
-    assert one.outbox_claim("w1", time.time(), 10, 30) == []
+    assert two.claim("outbox", "w2", time.time(), 10, 30) == []
+    two.ack(got[0])
+    assert numbers(two.claim("outbox", "w2", time.time(), 10, 30)) == [("a", 1)]
+    assert one.claim("outbox", "w1", time.time(), 10, 30) == []
 
 
 def test_expired_lease_of_a_dead_worker_is_reclaimed(stores: Stores) -> None:
     dead, alive = stores.open(), stores.open()
-    dead.outbox_add(item("a", 0))
-    dead.outbox_add(item("a", 1))
+    dead.add(item("a", 0))
+    dead.add(item("a", 1))
     lease = 0.4
     leased_at = time.monotonic()
-    assert numbers(dead.outbox_claim("dead-worker", time.time(), 10, lease)) == [("a", 0)]
+    assert numbers(dead.claim("outbox", "dead-worker", time.time(), 10, lease)) == [("a", 0)]
     # the dead worker never acknowledges; another worker gets the same head once the lease ends
-    got: list[OutboxItem] = []
+    got: list[QueueItem] = []
 
     def reclaim() -> bool:
-        got.extend(alive.outbox_claim("alive-worker", time.time(), 10, 30))
+        got.extend(alive.claim("outbox", "alive-worker", time.time(), 10, 30))
         return bool(got)
 
     wait_until(reclaim)
     assert time.monotonic() - leased_at >= lease * 0.9
     assert numbers(got) == [("a", 0)]
-    alive.outbox_ack(got[0])
-    assert numbers(alive.outbox_claim("alive-worker", time.time(), 10, 30)) == [("a", 1)]
+    alive.ack(got[0])
+    assert numbers(alive.claim("outbox", "alive-worker", time.time(), 10, 30)) == [("a", 1)]
 
 
 def test_reschedule_waits_for_next_attempt_and_keeps_the_chat_in_order(store: Store) -> None:
-    store.outbox_add(item("a", 0))
-    store.outbox_add(item("a", 1))
-    store.outbox_add(item("b", 0))
+    store.add(item("a", 0))
+    store.add(item("a", 1))
+    store.add(item("b", 0))
     now = time.time()
-    head = next(i for i in store.outbox_claim("w1", now, 10, 1000) if i.chat_key == "a")
+    head = next(i for i in store.claim("outbox", "w1", now, 10, 1000) if i.chat_key == "a")
     head.attempts = 1
     head.next_attempt_at = now + 100
     head.deadline = now + 3600
     head.last_error = "HTTP 503: busy"
-    store.outbox_reschedule(head)
+    store.reschedule(head)
     # not due: neither the head nor the item behind it is handed out
-    assert store.outbox_claim("w1", now + 50, 10, 30) == []  # chat b is still leased
-    again = store.outbox_claim("w1", now + 101, 10, 30)
+    assert store.claim("outbox", "w1", now + 50, 10, 30) == []  # chat b is still leased
+    again = store.claim("outbox", "w1", now + 101, 10, 30)
     assert numbers(again) == [("a", 0)]
     assert again[0].attempts == 1
     assert again[0].last_error == "HTTP 503: busy"
@@ -260,64 +260,64 @@ def test_reschedule_waits_for_next_attempt_and_keeps_the_chat_in_order(store: St
 
 def test_bury_then_retry_or_drop_dead_letters(store: Store) -> None:
     for n in range(3):
-        store.outbox_add(item("a", n))
-    head = store.outbox_claim("w1", time.time(), 10, 30)[0]
+        store.add(item("a", n))
+    head = store.claim("outbox", "w1", time.time(), 10, 30)[0]
     head.attempts = 3
     head.last_error = "HTTP 400: chat not found"
-    store.outbox_bury(head)
+    store.bury(head)
     dead = store.dead_letters()
     assert [(d.id, d.last_error, d.attempts) for d in dead] == [
         (head.id, "HTTP 400: chat not found", 3)
     ]
-    assert store.outbox_pending() == 2
+    assert store.pending("outbox") == 2
     # burying released the chat: the next item goes
-    nxt = store.outbox_claim("w1", time.time(), 10, 30)
+    nxt = store.claim("outbox", "w1", time.time(), 10, 30)
     assert numbers(nxt) == [("a", 1)]
     assert store.dead_letter_retry(head.id) is True
     assert store.dead_letters() == []
-    assert store.outbox_pending() == 3
-    store.outbox_ack(nxt[0])
+    assert store.pending("outbox") == 3
+    store.ack(nxt[0])
     order = []
-    while store.outbox_pending():
-        for claimed in store.outbox_claim("w1", time.time(), 10, 30):
+    while store.pending("outbox"):
+        for claimed in store.claim("outbox", "w1", time.time(), 10, 30):
             order.append(claimed.payload["n"])
-            store.outbox_ack(claimed)
+            store.ack(claimed)
     assert order == [2, 0]  # the retried letter went to the tail of its chat
     assert store.dead_letter_retry(head.id) is False
     # bury again, then drop for good
-    store.outbox_add(item("c", 9))
-    again = store.outbox_claim("w1", time.time(), 10, 30)[0]
+    store.add(item("c", 9))
+    again = store.claim("outbox", "w1", time.time(), 10, 30)[0]
     again.last_error = "gave up"
-    store.outbox_bury(again)
+    store.bury(again)
     assert store.dead_letter_drop(again.id) is True
     assert store.dead_letter_drop(again.id) is False
     assert store.dead_letters() == []
-    assert store.outbox_pending() == 0
+    assert store.pending("outbox") == 0
 
 
 def test_dead_letters_are_listed_oldest_first(store: Store) -> None:
     for n, created in enumerate([300.0, 100.0, 200.0]):
-        store.outbox_add(item(f"chat-{n}", n, created_at=created))
-    for claimed in store.outbox_claim("w1", time.time(), 10, 30):
+        store.add(item(f"chat-{n}", n, created_at=created))
+    for claimed in store.claim("outbox", "w1", time.time(), 10, 30):
         claimed.last_error = f"error {claimed.payload['n']}"
-        store.outbox_bury(claimed)
+        store.bury(claimed)
     assert [d.created_at for d in store.dead_letters()] == [100.0, 200.0, 300.0]
 
 
 def test_pending_counts(store: Store) -> None:
-    assert store.outbox_pending() == 0
+    assert store.pending("outbox") == 0
     for n in range(4):
-        store.outbox_add(item("a" if n % 2 else "b", n))
-    assert store.outbox_pending() == 4
-    claimed = store.outbox_claim("w1", time.time(), 10, 30)
-    assert store.outbox_pending() == 4  # claimed items are still pending until acknowledged
-    store.outbox_ack(claimed[0])
-    store.outbox_bury(claimed[1])
-    assert store.outbox_pending() == 2
+        store.add(item("a" if n % 2 else "b", n))
+    assert store.pending("outbox") == 4
+    claimed = store.claim("outbox", "w1", time.time(), 10, 30)
+    assert store.pending("outbox") == 4  # claimed items are still pending until acknowledged
+    store.ack(claimed[0])
+    store.bury(claimed[1])
+    assert store.pending("outbox") == 2
 
 
 def test_every_field_round_trips_with_unicode(store: Store) -> None:
-    original = OutboxItem(
+    original = QueueItem(
         destination="omnichannel:main",
         chat_key="omnichannel:main:чат/1 #x",
         payload={
@@ -330,17 +330,17 @@ def test_every_field_round_trips_with_unicode(store: Store) -> None:
         next_attempt_at=1700000001.25,
         last_error="HTTP 503: сервер занят",
     )
-    store.outbox_add(original)
-    (got,) = store.outbox_claim("w1", 1700000002.0, 10, 30)
+    store.add(original)
+    (got,) = store.claim("outbox", "w1", 1700000002.0, 10, 30)
     assert got == original
-    store.outbox_bury(got)
+    store.bury(got)
     assert store.dead_letters() == [original]
 
 
 def test_two_owners_never_share_a_chat_under_contention(stores: Stores) -> None:
     handles = [stores.open(), stores.open()]
     for n in range(30):
-        handles[0].outbox_add(item(f"chat-{n % 3}", n))
+        handles[0].add(item(f"chat-{n % 3}", n))
     in_flight: set[str] = set()
     seen: list[tuple[str, int]] = []
     lock = threading.Lock()
@@ -348,8 +348,8 @@ def test_two_owners_never_share_a_chat_under_contention(stores: Stores) -> None:
 
     def work(owner: str, handle: Store) -> None:
         end = time.monotonic() + 20
-        while handle.outbox_pending() and time.monotonic() < end:
-            for claimed in handle.outbox_claim(owner, time.time(), 2, 30):
+        while handle.pending("outbox") and time.monotonic() < end:
+            for claimed in handle.claim("outbox", owner, time.time(), 2, 30):
                 with lock:
                     if claimed.chat_key in in_flight:
                         clashes.append(claimed.chat_key)
@@ -358,7 +358,7 @@ def test_two_owners_never_share_a_chat_under_contention(stores: Stores) -> None:
                 time.sleep(0.001)
                 with lock:
                     in_flight.discard(claimed.chat_key)
-                handle.outbox_ack(claimed)
+                handle.ack(claimed)
 
     threads = [threading.Thread(target=work, args=(f"w{i}", handles[i % 2])) for i in range(4)]
     for t in threads:
@@ -377,24 +377,24 @@ def test_everything_survives_reopening(shared: Stores) -> None:
     first = shared.open()
     assert first.mark_seen("delivery-1", 3600)
     first.set_state("chat:1", {"handover": True})
-    first.outbox_add(item("a", 0))
-    first.outbox_add(item("a", 1))
-    claimed = first.outbox_claim("w1", time.time(), 10, 0.2)  # then the process "dies"
+    first.add(item("a", 0))
+    first.add(item("a", 1))
+    claimed = first.claim("outbox", "w1", time.time(), 10, 0.2)  # then the process "dies"
     assert numbers(claimed) == [("a", 0)]
-    first.outbox_add(item("b", 0))
-    buried = first.outbox_claim("w1", time.time(), 10, 30)
+    first.add(item("b", 0))
+    buried = first.claim("outbox", "w1", time.time(), 10, 30)
     assert numbers(buried) == [("b", 0)]
     buried[0].last_error = "HTTP 400"
-    first.outbox_bury(buried[0])
+    first.bury(buried[0])
     first.close()
 
     second = shared.open()
     assert second.mark_seen("delivery-1", 3600) is False
     assert second.get_state("chat:1") == {"handover": True}
-    assert second.outbox_pending() == 2
+    assert second.pending("outbox") == 2
     assert [d.last_error for d in second.dead_letters()] == ["HTTP 400"]
-    got: list[OutboxItem] = []
-    wait_until(lambda: bool(got.extend(second.outbox_claim("w2", time.time(), 10, 30)) or got))
+    got: list[QueueItem] = []
+    wait_until(lambda: bool(got.extend(second.claim("outbox", "w2", time.time(), 10, 30)) or got))
     assert numbers(got) == [("a", 0)]
 
 
@@ -421,7 +421,7 @@ def test_outbox_retries_a_failing_delivery_then_delivers_once_in_order(store: St
     finally:
         outbox.stop(1)
     assert calls == [1, 1, 1, 2]
-    assert store.outbox_pending() == 0
+    assert store.pending("outbox") == 0
     assert store.dead_letters() == []
 
 
@@ -453,7 +453,7 @@ def test_outbox_dead_letters_a_refused_delivery_and_retry_resends_it(store: Stor
         outbox.stop(1)
     assert calls == [7, 7]
     assert store.dead_letters() == []
-    assert store.outbox_pending() == 0
+    assert store.pending("outbox") == 0
 
 
 # several processes --------------------------------------------------------------------------------
@@ -504,7 +504,7 @@ def _outbox_worker(
             # the middle part of every chat comes from another process than the parent
             for n in range(5, 10):
                 for chat in ("a", "b", "c", "d"):
-                    store.outbox_add(item(chat, n))
+                    store.add(item(chat, n))
             produced.set()
         barrier.wait(30)
         owner = f"worker-{os.getpid()}"
@@ -512,9 +512,9 @@ def _outbox_worker(
         end = time.monotonic() + 60
         try:
             while time.monotonic() < end:
-                batch = store.outbox_claim(owner, time.time(), 2, 30)
+                batch = store.claim("outbox", owner, time.time(), 2, 30)
                 if not batch:
-                    if store.outbox_pending() == 0:
+                    if store.pending("outbox") == 0:
                         return
                     time.sleep(0.002)
                     continue
@@ -523,7 +523,7 @@ def _outbox_worker(
                     line = json.dumps([claimed.chat_key, claimed.payload["n"], os.getpid()])
                     os.write(log_fd, (line + "\n").encode())
                     time.sleep(0.002)
-                    store.outbox_ack(claimed)
+                    store.ack(claimed)
         finally:
             os.close(log_fd)
     finally:
@@ -537,7 +537,7 @@ def test_processes_deliver_each_item_once_in_chat_order(shared: Stores, tmp_path
     chats = ("a", "b", "c", "d")
     for n in range(5):
         for chat in chats:
-            parent.outbox_add(item(chat, n))
+            parent.add(item(chat, n))
     log_path = tmp_path / "deliveries.log"
     log_path.touch()
     barrier = ctx.Barrier(4)
@@ -560,7 +560,7 @@ def test_processes_deliver_each_item_once_in_chat_order(shared: Stores, tmp_path
     assert produced.wait(30)
     for n in range(10, 15):
         for chat in chats:
-            parent.outbox_add(item(chat, n))
+            parent.add(item(chat, n))
     barrier.wait(30)
     for p in procs:
         p.join(90)
@@ -572,7 +572,7 @@ def test_processes_deliver_each_item_once_in_chat_order(shared: Stores, tmp_path
         per_chat[chat].append(n)
     assert all(per_chat[c] == list(range(15)) for c in chats), per_chat
     assert len({pid for _, _, pid in lines}) >= 2  # the work really was shared
-    assert parent.outbox_pending() == 0
+    assert parent.pending("outbox") == 0
 
 
 # SQLite specifics -------------------------------------------------------------------------------
@@ -639,17 +639,17 @@ def test_redis_outbox_runs_on_a_stream_consumer_group(redis_url: str) -> None:
     store = RedisStore(redis_url, prefix=prefix)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        store.outbox_add(item("a", 0))
+        store.add(item("a", 0))
         groups = client.xinfo_groups(prefix + "outbox")
         assert [g["name"] for g in groups] == ["outbox"]
-        store.outbox_claim("dead-worker", time.time(), 10, 0.3)
+        store.claim("outbox", "dead-worker", time.time(), 10, 0.3)
         pending = client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10)
         assert [p["consumer"] for p in pending] == ["dead-worker"]
-        got: list[OutboxItem] = []
-        wait_until(lambda: bool(got.extend(store.outbox_claim("heir", time.time(), 10, 30)) or got))
+        got: list[QueueItem] = []
+        wait_until(lambda: bool(got.extend(store.claim("outbox", "heir", time.time(), 10, 30)) or got))
         pending = client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10)
         assert [p["consumer"] for p in pending] == ["heir"]  # XAUTOCLAIM took it over
-        store.outbox_ack(got[0])
+        store.ack(got[0])
         assert client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10) == []
         assert client.xlen(prefix + "outbox") == 0  # handled notices are deleted
         assert client.ttl(prefix + "seen:x") == -2
@@ -670,11 +670,11 @@ def test_redis_forgets_consumers_of_stopped_outboxes(redis_url: str) -> None:
     )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        store.outbox_add(item("a", 0))
-        store.outbox_add(item("b", 0))
-        (held,) = store.outbox_claim("holder", time.time(), 1, 30)
-        (done,) = store.outbox_claim("stopped", time.time(), 1, 30)
-        store.outbox_ack(done)  # "stopped" delivered its item, then its process ended
+        store.add(item("a", 0))
+        store.add(item("b", 0))
+        (held,) = store.claim("outbox", "holder", time.time(), 1, 30)
+        (done,) = store.claim("outbox", "stopped", time.time(), 1, 30)
+        store.ack(done)  # "stopped" delivered its item, then its process ended
 
         def names() -> set[str]:
             return {c["name"] for c in client.xinfo_consumers(prefix + "outbox", "outbox")}
@@ -682,9 +682,9 @@ def test_redis_forgets_consumers_of_stopped_outboxes(redis_url: str) -> None:
         assert names() == {"holder", "stopped"}
         # a claim runs the clean-up: the idle consumer with nothing pending goes, the holder stays
         wait_until(
-            lambda: store.outbox_claim("live", time.time(), 1, 30) == [] and (names() == {"holder"})
+            lambda: store.claim("outbox", "live", time.time(), 1, 30) == [] and (names() == {"holder"})
         )
-        store.outbox_ack(held)
+        store.ack(held)
     finally:
         client.close()
         store.close()

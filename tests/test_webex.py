@@ -365,7 +365,7 @@ def test_a_reply_over_256_kb_is_refused_before_sending() -> None:
             adapter.send("conv-big", [TextReply(text="ok"), TextReply(text="y" * 300_000)])
         assert raised.value.size > raised.value.limit == MAX_BODY_BYTES
         assert not raised.value.retryable
-        assert adapter.runtime.store.outbox_pending() == 0, "nothing of that call was queued"
+        assert adapter.runtime.store.pending("outbox") == 0, "nothing of that call was queued"
 
         webex.send_message("conv-big", "tell me everything").wait()
         assert adapter.drain()

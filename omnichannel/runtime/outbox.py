@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from omnichannel.errors import DeliveryError
-from omnichannel.runtime.store import OutboxItem, Store
+from omnichannel.runtime.stores import QueueItem, Store
 
 __all__ = ["Deliver", "Outbox"]
 
@@ -105,10 +105,10 @@ class Outbox:
         return drained
 
     # use ------------------------------------------------------------------------------------
-    def put(self, destination: str, chat_key: str, payload: Mapping[str, Any]) -> OutboxItem:
+    def put(self, destination: str, chat_key: str, payload: Mapping[str, Any]) -> QueueItem:
         """Store a call for delivery; it is durable once this returns."""
-        item = OutboxItem(destination=destination, chat_key=chat_key, payload=dict(payload))
-        self.store.outbox_add(item)
+        item = QueueItem(destination=destination, chat_key=chat_key, payload=dict(payload))
+        self.store.add(item)
         if self.inline:
             self.flush()
         else:
@@ -119,7 +119,7 @@ class Outbox:
         """Deliver every due item now, in the calling thread; return how many were delivered."""
         delivered = 0
         while True:
-            items = self.store.outbox_claim(self.owner, time.time(), 64, self.lease)
+            items = self.store.claim("outbox", self.owner, time.time(), 64, self.lease)
             if not items:
                 return delivered
             for item in items:
@@ -141,7 +141,7 @@ class Outbox:
     def _pending_due(self) -> int:
         with self._lock:
             inflight = self._inflight
-        return inflight + self.store.outbox_pending()
+        return inflight + self.store.pending("outbox")
 
     # machinery ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -151,10 +151,10 @@ class Outbox:
             free = 0
             while self._slots.acquire(blocking=False):
                 free += 1
-            items: list[OutboxItem] = []
+            items: list[QueueItem] = []
             if free:
                 try:
-                    items = self.store.outbox_claim(self.owner, time.time(), free, self.lease)
+                    items = self.store.claim("outbox", self.owner, time.time(), free, self.lease)
                 except Exception:
                     log.exception("outbox: claiming from the store failed")
             for _ in range(free - len(items)):
@@ -167,7 +167,7 @@ class Outbox:
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
 
-    def _deliver_in_pool(self, item: OutboxItem) -> None:
+    def _deliver_in_pool(self, item: QueueItem) -> None:
         try:
             self._deliver(item)
         finally:
@@ -176,13 +176,13 @@ class Outbox:
             self._slots.release()
             self._wake.set()
 
-    def _deliver(self, item: OutboxItem) -> int:
+    def _deliver(self, item: QueueItem) -> int:
         deliver = self._destinations.get(item.destination)
         now = time.time()
         if deliver is None:
             # another process (or a later start) may know this destination: leave it stored
             item.next_attempt_at = now + max(self.poll_interval, 1.0)
-            self.store.outbox_reschedule(item)
+            self.store.reschedule(item)
             return 0
         item.attempts += 1
         try:
@@ -193,12 +193,12 @@ class Outbox:
             log.exception("outbox: delivery to %s raised", item.destination)
             return self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), now)
         try:
-            self.store.outbox_ack(item)
+            self.store.ack(item)
         except Exception:  # the item stays stored and is re-sent: at-least-once, never lost
             log.exception("outbox: acknowledging a delivered item failed")
         return 1
 
-    def _failed(self, item: OutboxItem, exc: DeliveryError, now: float) -> int:
+    def _failed(self, item: QueueItem, exc: DeliveryError, now: float) -> int:
         item.last_error = str(exc)
         if not item.deadline:
             item.deadline = now + self.deadline
@@ -214,7 +214,7 @@ class Outbox:
                 item.attempts,
                 item.last_error,
             )
-            self.store.outbox_bury(item)
+            self.store.bury(item)
         else:
             log.info(
                 "outbox: %s item %s attempt %d failed (%s); next in %.1fs",
@@ -225,5 +225,5 @@ class Outbox:
                 wait,
             )
             item.next_attempt_at = now + wait
-            self.store.outbox_reschedule(item)
+            self.store.reschedule(item)
         return 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from omnichannel.runtime.outbox import Outbox
 from omnichannel.runtime.runners import BackgroundRunner, InlineRunner, Runner
-from omnichannel.runtime.store import MemoryStore, Store, open_store
+from omnichannel.runtime.stores import MemoryStore, Store, open_store
 
 __all__ = ["Runtime", "RuntimeLifecycle"]
 
@@ -23,7 +23,7 @@ class Runtime:
     """Store, outbox and runner of one or more channels.
 
     Args:
-        store: a :class:`~omnichannel.runtime.store.Store` or a store URL
+        store: a :class:`~omnichannel.runtime.stores.Store` or a store URL
             (``memory://``, ``sqlite:///path.db``, ``redis://host:6379/0``); memory by default.
         inline: run the bot and deliver replies before ``handle`` returns (tests, notebooks,
             serverless); otherwise a background runner and outbox thread do it.

@@ -58,7 +58,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from omnichannel.errors import ConfigurationError
 from omnichannel.runtime.sending import redact_url
-from omnichannel.runtime.store import OutboxItem
+from omnichannel.runtime.stores.base import QueueItem
 
 if TYPE_CHECKING:
     import redis
@@ -284,7 +284,7 @@ def _float(value: Any) -> str:
     return repr(float(value))
 
 
-def _fields(item: OutboxItem) -> list[str]:
+def _fields(item: QueueItem) -> list[str]:
     fields = [
         "destination",
         item.destination,
@@ -306,12 +306,12 @@ def _fields(item: OutboxItem) -> list[str]:
     return fields
 
 
-def _item(item_id: Any, flat: Sequence[Any] | Mapping[Any, Any]) -> OutboxItem:
+def _item(item_id: Any, flat: Sequence[Any] | Mapping[Any, Any]) -> QueueItem:
     if isinstance(flat, Mapping):
         pairs = {_text(k): _text(v) for k, v in flat.items()}
     else:
         pairs = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-    return OutboxItem(
+    return QueueItem(
         id=_text(item_id),
         destination=pairs["destination"],
         chat_key=pairs["chat_key"],
@@ -325,7 +325,7 @@ def _item(item_id: Any, flat: Sequence[Any] | Mapping[Any, Any]) -> OutboxItem:
 
 
 class RedisStore:
-    """A :class:`~omnichannel.runtime.store.Store` in Redis, shared by any number of processes.
+    """A :class:`~omnichannel.runtime.stores.Store` in Redis, shared by any number of processes.
 
     Args:
         client_or_url: a ``redis.Redis`` client (not closed by :meth:`close`) or a URL such as
@@ -473,7 +473,7 @@ class RedisStore:
             self._dead,
         ]
 
-    def outbox_add(self, item: OutboxItem) -> None:
+    def outbox_add(self, item: QueueItem) -> None:
         """Persist ``item`` at the tail of its chat's queue and notify the consumer group."""
         self._run(
             self._add,
@@ -481,7 +481,7 @@ class RedisStore:
             [self.prefix, item.id, item.chat_key, *_fields(item)],
         )
 
-    def outbox_claim(self, owner: str, now: float, limit: int, lease: float) -> list[OutboxItem]:
+    def outbox_claim(self, owner: str, now: float, limit: int, lease: float) -> list[QueueItem]:
         """Lease up to ``limit`` due chat heads to ``owner`` for ``lease`` seconds."""
         if limit <= 0:
             return []
@@ -492,14 +492,14 @@ class RedisStore:
         )
         return [_item(row[0], row[1]) for row in rows]
 
-    def _release_item(self, item: OutboxItem, mode: str, fields: list[str]) -> None:
+    def _release_item(self, item: QueueItem, mode: str, fields: list[str]) -> None:
         self._run(self._release, self._keys(), [self.prefix, item.id, item.chat_key, mode, *fields])
 
-    def outbox_ack(self, item: OutboxItem) -> None:
+    def outbox_ack(self, item: QueueItem) -> None:
         """The item was delivered: remove it and release its chat."""
         self._release_item(item, "ack", [])
 
-    def outbox_reschedule(self, item: OutboxItem) -> None:
+    def outbox_reschedule(self, item: QueueItem) -> None:
         """Save ``attempts``, ``next_attempt_at``, ``deadline`` and ``last_error``; release."""
         fields = [
             "attempts",
@@ -513,7 +513,7 @@ class RedisStore:
             fields += ["last_error", item.last_error]
         self._release_item(item, "reschedule", fields)
 
-    def outbox_bury(self, item: OutboxItem) -> None:
+    def outbox_bury(self, item: QueueItem) -> None:
         """Move the item to the dead letters (keeping ``last_error``); release its chat."""
         self._release_item(item, "bury", _fields(item))
 
@@ -521,7 +521,7 @@ class RedisStore:
         """How many items wait for delivery (dead letters excluded)."""
         return int(self.client.scard(self._items))
 
-    def dead_letters(self) -> list[OutboxItem]:
+    def dead_letters(self) -> list[QueueItem]:
         """The items that gave up, oldest first."""
         ids = self.client.zrange(self._dead, 0, -1)
         if not ids:

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from omnichannel.errors import ConfigurationError
-from omnichannel.runtime.store import OutboxItem
+from omnichannel.runtime.stores.base import QueueItem
 
 __all__ = ["SQLiteStore"]
 
@@ -126,8 +126,8 @@ def _dump(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-def _item(row: tuple[Any, ...]) -> OutboxItem:
-    return OutboxItem(
+def _item(row: tuple[Any, ...]) -> QueueItem:
+    return QueueItem(
         id=row[0],
         destination=row[1],
         chat_key=row[2],
@@ -140,7 +140,7 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
     )
 
 
-def _values(item: OutboxItem) -> tuple[Any, ...]:
+def _values(item: QueueItem) -> tuple[Any, ...]:
     return (
         item.id,
         item.destination,
@@ -155,7 +155,7 @@ def _values(item: OutboxItem) -> tuple[Any, ...]:
 
 
 class SQLiteStore:
-    """A :class:`~omnichannel.runtime.store.Store` in one SQLite file.
+    """A :class:`~omnichannel.runtime.stores.Store` in one SQLite file.
 
     Args:
         path: the database file (created when missing; its directory must exist), or
@@ -372,12 +372,12 @@ class SQLiteStore:
                 )
 
     # outbox ---------------------------------------------------------------------------------
-    def outbox_add(self, item: OutboxItem) -> None:
+    def outbox_add(self, item: QueueItem) -> None:
         """Persist ``item`` at the tail of its chat's queue (committed when this returns)."""
         with self._connection() as conn:
             conn.execute(_INSERT_ITEM, _values(item))
 
-    def outbox_claim(self, owner: str, now: float, limit: int, lease: float) -> list[OutboxItem]:
+    def outbox_claim(self, owner: str, now: float, limit: int, lease: float) -> list[QueueItem]:
         """Lease up to ``limit`` due chat heads to ``owner`` until ``now + lease``."""
         if limit <= 0:
             return []
@@ -396,13 +396,13 @@ class SQLiteStore:
             )
         return [_item(row) for row in rows]
 
-    def outbox_ack(self, item: OutboxItem) -> None:
+    def outbox_ack(self, item: QueueItem) -> None:
         """The item was delivered: remove it and release its chat."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
             conn.execute("DELETE FROM chat_lease WHERE chat_key = ?", (item.chat_key,))
 
-    def outbox_reschedule(self, item: OutboxItem) -> None:
+    def outbox_reschedule(self, item: QueueItem) -> None:
         """Save ``attempts``, ``next_attempt_at``, ``deadline`` and ``last_error``; release."""
         with self._transaction() as conn:
             conn.execute(
@@ -412,7 +412,7 @@ class SQLiteStore:
             )
             conn.execute("DELETE FROM chat_lease WHERE chat_key = ?", (item.chat_key,))
 
-    def outbox_bury(self, item: OutboxItem) -> None:
+    def outbox_bury(self, item: QueueItem) -> None:
         """Move the item to the dead letters (keeping ``last_error``); release its chat."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
@@ -425,7 +425,7 @@ class SQLiteStore:
             count: int = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         return count
 
-    def dead_letters(self) -> list[OutboxItem]:
+    def dead_letters(self) -> list[QueueItem]:
         """The items that gave up, oldest first."""
         with self._connection() as conn:
             rows = conn.execute(_SELECT_DEAD_LETTERS + " ORDER BY created_at, buried_at").fetchall()

@@ -1,0 +1,265 @@
+"""The in-process store: for notebooks, tests and single-process demos. Nothing survives a
+restart (use SQLite or Redis for that)."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from omnichannel.runtime.stores.base import INBOX, OUTBOX, QueueItem, QueueName, StateSnapshot
+
+__all__ = ["MemoryStore"]
+
+
+class _Queue:
+    """Per-chat FIFO queues with leases, the shape both the inbox and the outbox share."""
+
+    def __init__(self) -> None:
+        # chat key -> its items; insertion order of chats approximates age (oldest first)
+        self.chats: OrderedDict[str, deque[QueueItem]] = OrderedDict()
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.ids: set[str] = set()
+
+    def add(self, item: QueueItem) -> None:
+        self.chats.setdefault(item.chat_key, deque()).append(item)
+        self.ids.add(item.id)
+
+    def claim(self, owner: str, now: float, limit: int, lease: float) -> list[QueueItem]:
+        claimed: list[QueueItem] = []
+        for chat_key, queue in self.chats.items():
+            if len(claimed) >= limit:
+                break
+            held = self.leases.get(chat_key)
+            if held is not None and held[1] > now:
+                continue
+            head = queue[0]
+            if head.next_attempt_at <= now:
+                self.leases[chat_key] = (owner, now + lease)
+                claimed.append(attrs.evolve(head, owner=owner))
+        return claimed
+
+    def release(self, item: QueueItem) -> None:
+        held = self.leases.get(item.chat_key)
+        if held is not None and item.owner is not None and held[0] == item.owner:
+            del self.leases[item.chat_key]
+
+    def remove(self, item: QueueItem) -> QueueItem | None:
+        queue = self.chats.get(item.chat_key)
+        if not queue or item.id not in self.ids:
+            return None
+        for i, queued in enumerate(queue):
+            if queued.id == item.id:
+                del queue[i]
+                self.ids.discard(item.id)
+                if not queue:
+                    del self.chats[item.chat_key]
+                return queued
+        return None
+
+    def update(self, item: QueueItem) -> None:
+        for i, queued in enumerate(self.chats.get(item.chat_key, ())):
+            if queued.id == item.id:
+                self.chats[item.chat_key][i] = attrs.evolve(item, owner=None)
+                return
+
+    def pending(self) -> int:
+        return len(self.ids)
+
+
+class MemoryStore:
+    """Everything in this process's memory.
+
+    Dedupe keys expire after their TTL (evicted lazily, so memory stays bounded by the keys
+    seen within one TTL).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._state: dict[str, tuple[dict[str, Any], int]] = {}
+        self._queues: dict[QueueName, _Queue] = {INBOX: _Queue(), OUTBOX: _Queue()}
+        self._dead: dict[str, QueueItem] = {}
+
+    # dedupe ---------------------------------------------------------------------------------
+    def _mark(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        expiry = self._expiry
+        evicted = 0
+        while expiry and expiry[0][0] <= now:
+            when, old = heapq.heappop(expiry)
+            if self._seen.get(old) == when:
+                del self._seen[old]
+                evicted += 1
+        if evicted > 1024 and evicted > len(self._seen):
+            # a dict never shrinks its table by itself: copy it after a large eviction
+            self._seen = dict(self._seen)
+        until = self._seen.get(key)
+        if until is not None and until > now:
+            return False
+        until = now + ttl
+        self._seen[key] = until
+        heapq.heappush(expiry, (until, key))
+        return True
+
+    def mark_seen(self, key: str, ttl: float) -> bool:
+        """Record ``key``; ``True`` when it was new, ``False`` when seen within its TTL."""
+        with self._lock:
+            return self._mark(key, ttl)
+
+    def forget(self, key: str) -> None:
+        """Remove a dedupe key."""
+        with self._lock:
+            self._seen.pop(key, None)
+
+    # chat state -----------------------------------------------------------------------------
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        """The state stored under ``key``, or ``None``."""
+        return self.load_state(key).value
+
+    def set_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+        """Store ``value`` under ``key`` unconditionally (``None`` deletes it)."""
+        with self._lock:
+            self._put_state(key, value)
+
+    def _put_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+        if value is None:
+            self._state.pop(key, None)
+        else:
+            version = self._state[key][1] if key in self._state else 0
+            self._state[key] = (dict(value), version + 1)
+
+    def load_state(self, key: str) -> StateSnapshot:
+        """The state under ``key`` with its version (0 when absent)."""
+        with self._lock:
+            found = self._state.get(key)
+        if found is None:
+            return StateSnapshot(None, 0)
+        return StateSnapshot(dict(found[0]), found[1])
+
+    def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
+        """Compare-and-set ``value`` if the version is still ``version``."""
+        with self._lock:
+            found = self._state.get(key)
+            if (found[1] if found is not None else 0) != version:
+                return False
+            self._put_state(key, value)
+            return True
+
+    # inbox ----------------------------------------------------------------------------------
+    def inbox_admit(self, item: QueueItem, dedupe_key: str | None, ttl: float) -> bool:
+        """Atomically record ``dedupe_key`` and append ``item`` to the inbox."""
+        with self._lock:
+            if dedupe_key is not None and not self._mark(dedupe_key, ttl):
+                return False
+            self._queues[INBOX].add(attrs.evolve(item, queue=INBOX, owner=None))
+            return True
+
+    def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
+        """Atomically add ``replies`` to the outbox and remove the turn ``item``."""
+        with self._lock:
+            inbox, outbox = self._queues[INBOX], self._queues[OUTBOX]
+            if inbox.remove(item) is None:
+                return False
+            for reply in replies:
+                if reply.id not in outbox.ids and reply.id not in self._dead:
+                    outbox.add(attrs.evolve(reply, queue=OUTBOX, owner=None))
+            inbox.release(item)
+            return True
+
+    def renew_leases(
+        self, queue: QueueName, owner: str, chat_keys: Sequence[str], lease: float
+    ) -> None:
+        """Extend ``owner``'s leases on ``chat_keys``."""
+        until = time.time() + lease
+        with self._lock:
+            leases = self._queues[queue].leases
+            for chat_key in chat_keys:
+                held = leases.get(chat_key)
+                if held is not None and held[0] == owner:
+                    leases[chat_key] = (owner, until)
+
+    def lease_owners(self) -> set[str]:
+        """The owners holding a lease on either queue."""
+        with self._lock:
+            return {o for q in self._queues.values() for o, _ in q.leases.values()}
+
+    def release_owner(self, owner: str) -> int:
+        """End every lease ``owner`` holds."""
+        released = 0
+        with self._lock:
+            for q in self._queues.values():
+                for chat_key in [k for k, (o, _) in q.leases.items() if o == owner]:
+                    del q.leases[chat_key]
+                    released += 1
+        return released
+
+    # both queues ----------------------------------------------------------------------------
+    def add(self, item: QueueItem) -> None:
+        """Persist ``item`` at the tail of its chat's queue."""
+        with self._lock:
+            self._queues[item.queue].add(attrs.evolve(item, owner=None))
+
+    def claim(
+        self, queue: QueueName, owner: str, now: float, limit: int, lease: float
+    ) -> list[QueueItem]:
+        """Lease up to ``limit`` due chat heads of ``queue`` to ``owner``."""
+        with self._lock:
+            return self._queues[queue].claim(owner, now, limit, lease)
+
+    def ack(self, item: QueueItem) -> None:
+        """Remove the item; release its chat if ``item.owner`` holds the lease."""
+        with self._lock:
+            q = self._queues[item.queue]
+            q.remove(item)
+            q.release(item)
+
+    def reschedule(self, item: QueueItem) -> None:
+        """Save the item's retry fields; release its chat."""
+        with self._lock:
+            q = self._queues[item.queue]
+            q.update(item)
+            q.release(item)
+
+    def bury(self, item: QueueItem) -> None:
+        """Move the item to the dead letters; release its chat."""
+        with self._lock:
+            q = self._queues[item.queue]
+            if q.remove(item) is not None:
+                self._dead[item.id] = attrs.evolve(item, owner=None)
+            q.release(item)
+
+    def pending(self, queue: QueueName) -> int:
+        """How many items wait in ``queue``."""
+        with self._lock:
+            return self._queues[queue].pending()
+
+    def dead_letters(self) -> list[QueueItem]:
+        """The dead letters of both queues, oldest first."""
+        with self._lock:
+            return sorted((attrs.evolve(i) for i in self._dead.values()), key=lambda i: i.created_at)
+
+    def dead_letter_retry(self, item_id: str) -> bool:
+        """Put a dead letter back at the tail of its chat's queue, due now."""
+        with self._lock:
+            item = self._dead.pop(item_id, None)
+            if item is None:
+                return False
+            self._queues[item.queue].add(
+                attrs.evolve(item, next_attempt_at=0.0, deadline=0.0, owner=None)
+            )
+            return True
+
+    def dead_letter_drop(self, item_id: str) -> bool:
+        """Delete a dead letter for good."""
+        with self._lock:
+            return self._dead.pop(item_id, None) is not None
+
+    def close(self) -> None:
+        """Nothing to release."""
