@@ -50,8 +50,7 @@ from omnichannel.protocol import (
 from omnichannel.runtime.bot import Bot, Turn
 from omnichannel.runtime.http import Headers, Request, Response
 from omnichannel.runtime.outbox import Outbox
-from omnichannel.runtime.pipeline import Runtime
-from omnichannel.runtime.runners import BackgroundRunner, InlineRunner
+from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import RetryPolicy
 from omnichannel.runtime.stores import MemoryStore, QueueItem, Store, open_store
 
@@ -61,12 +60,12 @@ __all__ = [
     "CHANNEL_VARIABLES",
     "NO_ACTIVE_CHANNEL",
     "WEBHOOK_PATH",
-    "BackgroundRunner",
     "Bot",
     "Button",
     "ButtonPress",
     "ConfigurationError",
     "Connector",
+    "Delivery",
     "DeliveryError",
     "Event",
     "FileInfo",
@@ -74,7 +73,6 @@ __all__ = [
     "FileMessage",
     "Headers",
     "InboundMessage",
-    "InlineRunner",
     "Keyboard",
     "MemoryStore",
     "NewChatEvent",
@@ -98,6 +96,7 @@ __all__ = [
     "UnsupportedEvent",
     "Visitor",
     "VisitorFields",
+    "WebhookChannel",
     "__version__",
     "agent_text",
     "channel_chat_id",

@@ -257,7 +257,10 @@ def _outbox(args: argparse.Namespace) -> int:
                         )
                     )
                 return 0
-            print(f"{store.pending("outbox")} pending, {len(dead)} dead")
+            print(
+                f"{store.pending('inbox')} turns waiting, {store.pending('outbox')} replies "
+                f"pending, {len(dead)} dead"
+            )
             for item in dead:
                 when = datetime.fromtimestamp(item.created_at, timezone.utc).strftime(
                     "%Y-%m-%d %H:%M:%SZ"

@@ -5,6 +5,7 @@ the inbound ``new_message`` webhook with its status contract, and the outbound c
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage
 from omnichannel.protocol import parse_event
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
-from omnichannel.runtime.pipeline import Runtime, RuntimeLifecycle
+from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import RetryPolicy, redact_url, request_with_retries
 from omnichannel.text import plain_text, split_text
 
@@ -159,23 +160,17 @@ class OmnichannelClient:
 Handover = Callable[[Turn, Mapping[str, Any]], None]
 
 
-_OK_BODY = b'{"result":"ok"}'
+def _body_text(body: bytes) -> str:
+    # parse_event accepted it, so it is JSON in UTF-8, -16 or -32 (RFC 8259 detection)
+    return body.decode(json.detect_encoding(body))
 
 
-def _ok() -> Response:
-    return Response(200, _OK_BODY, {"Content-Type": "application/json"})
-
-
-def _job(bot: Bot, turn: Turn) -> Callable[[], None]:
-    return lambda: bot(turn)
-
-
-class Connector(RuntimeLifecycle):
+class Connector(WebhookChannel):
     """The inbound endpoint of the Omnichannel protocol, with the seed's exact status contract.
 
-    ``handle(request)`` checks the URL and token, parses the event, acknowledges, then runs the
-    bot (in the background by default) and sends its replies through a durable, ordered,
-    retrying outbox.
+    ``handle(request)`` checks the URL and token, parses the event, stores each message as a
+    turn in the durable inbox (with its dedupe mark) and only then answers 200; a worker runs
+    the bot and its replies go out through the durable, ordered, retrying outbox.
 
     Args:
         bot: the :class:`~omnichannel.Bot` (an echo bot by default).
@@ -184,8 +179,8 @@ class Connector(RuntimeLifecycle):
         channel_token: sent as ``Authorization: Token …`` to the channel server.
         client: a ready :class:`OmnichannelClient` (else one is made from ``channel_url``,
             ``channel_token``, ``session`` and ``retry``).
-        runtime: share store/outbox/runner with other channels; else one is made from
-            ``store``, ``inline`` and ``runtime_options``.
+        runtime: share store/inbox/outbox/workers with other channels; else one is made from
+            ``store``, ``inline`` and ``runtime_options`` (see :class:`~omnichannel.Runtime`).
         max_body: bodies over this many bytes get 413.
         malformed_status: status for a body that is not JSON or has a mistyped field (the seed
             says 500; some servers prefer 400).
@@ -194,6 +189,8 @@ class Connector(RuntimeLifecycle):
             or ``dep_key`` is given, else raises ``NotSupported``.
         name: distinguishes several connectors sharing one store.
     """
+
+    kind = "omnichannel"
 
     def __init__(
         self,
@@ -223,15 +220,12 @@ class Connector(RuntimeLifecycle):
             client = OmnichannelClient(channel_url, channel_token, session=session, retry=retry)
         self.bot = bot if bot is not None else Bot()
         self.client = client
-        self.runtime = runtime or Runtime(store=store, inline=inline, **runtime_options)
         self.max_body = max_body
         self.malformed_status = malformed_status
-        self.name = name
-        self.destination = f"omnichannel:{name}"
         self._token = token.encode()
         self._handover = handover
         self.handover_text = handover_text
-        self.runtime.outbox.register(self.destination, self._deliver)
+        self._attach(runtime, name, store=store, inline=inline, **runtime_options)
 
     def __repr__(self) -> str:
         return f"Connector(name={self.name!r}, client={self.client!r})"
@@ -242,59 +236,54 @@ class Connector(RuntimeLifecycle):
         return WEBHOOK_PATH.format(token=self._token.decode())
 
     # inbound --------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        """Answer one HTTP request to the webhook, following the seed's status contract."""
-        match = _PATH.search(request.path)
-        if match is None:
+    def route(self, request: Request) -> Response | None:
+        """404 for a URL that is not the webhook (seed 000)."""
+        if _PATH.search(request.path) is None:
             return Response.error(404, "Not found.")
-        if request.method != "POST":
-            return Response(
-                405,
-                b'{"error":"Method not allowed; use POST."}',
-                {"Allow": "POST", "Content-Type": "application/json"},
-            )
-        if not hmac.compare_digest(match.group(1).encode(), self._token):
-            return Response.error(400, NO_ACTIVE_CHANNEL)
-        if len(request.body) > self.max_body:
-            return Response.error(413, f"Request body is larger than {self.max_body} bytes.")
-        try:
-            return self._accept(request.body)
-        except Exception:
-            log.exception("omnichannel: internal error while accepting an event")
-            return Response.error(500, "Internal server error.")
+        return None
 
-    def _accept(self, body: bytes) -> Response:
+    def verify(self, request: Request) -> Response | None:
+        """The seed's 400 for an unknown token (compared in constant time)."""
+        match = _PATH.search(request.path)
+        token = match.group(1).encode() if match is not None else b""
+        if not hmac.compare_digest(token, self._token):
+            return Response.error(400, NO_ACTIVE_CHANNEL)
+        return None
+
+    def parse(self, request: Request) -> list[Delivery] | Response:
+        """One delivery per message (files that are not ready are accepted, not processed)."""
         try:
-            event = parse_event(body)
+            event = parse_event(request.body)
         except PayloadError as exc:
             status = 400 if exc.missing else self.malformed_status
             log.info("omnichannel: rejected event (%d): %s", status, exc)
             return Response.error(status, str(exc))
         except UnsupportedEvent as exc:
             log.info("omnichannel: ignored event: %s", exc)
-            return _ok()
-        for message in event.messages:
+            return []
+        chat = str(event.chat_id)
+        deliveries: list[Delivery] = []
+        body: str | None = None
+        for index, message in enumerate(event.messages):
             if isinstance(message, FileMessage) and not message.ready:
                 log.info(
                     "omnichannel: chat %s: file in state %r not processed",
-                    event.chat_id,
+                    chat,
                     message.file.state,
                 )
                 continue
-            key = None
-            if message.id is not None:
-                key = f"{self.destination}:{event.chat_id}:{message.id}"
-            if not self.runtime.accept(key):
-                log.info(
-                    "omnichannel: chat %s: repeated delivery %s ignored", event.chat_id, message.id
-                )
-                continue
-            log.info(
-                "omnichannel: chat %s: %s %s accepted", event.chat_id, message.kind, message.id
-            )
-            turn = Turn(event, message, self)
-            self.runtime.run(f"{self.destination}:{event.chat_id}", _job(self.bot, turn), key)
-        return _ok()
+            if body is None:
+                body = _body_text(request.body)
+            key = None if message.id is None else f"{self.destination}:{chat}:{message.id}"
+            deliveries.append(Delivery(chat=chat, key=key, payload={"body": body, "i": index}))
+        return deliveries
+
+    def process(self, payload: Mapping[str, Any]) -> None:
+        """Run the bot on one stored message."""
+        event = parse_event(payload["body"])
+        message = event.messages[int(payload["i"])]
+        log.info("omnichannel: chat %s: %s %s", event.chat_id, message.kind, message.id)
+        self.bot(Turn(event, message, self))
 
     # outbound -------------------------------------------------------------------------------
     def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
@@ -311,7 +300,8 @@ class Connector(RuntimeLifecycle):
         """Write to a chat outside a turn (the agent writing first)."""
         self.send(chat_id, to_outbound(messages))
 
-    def _deliver(self, payload: Mapping[str, Any]) -> None:
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        """Send one stored call to the channel server (one attempt; the outbox retries)."""
         self.client.call(str(payload["method"]), payload["body"], attempts=1)
 
     def handover(self, turn: Turn, **params: Any) -> None:

@@ -1,6 +1,6 @@
 """Django shim: a view and a ``urlpatterns`` helper serving any handler (``Connector`` …).
 
-Bot work runs in background threads: each job is wrapped in ``close_old_connections()`` so a
+Turns run in background threads: each turn is wrapped in ``close_old_connections()`` so a
 handler that uses the ORM never keeps a stale or leaked database connection.
 """
 
@@ -12,45 +12,28 @@ from typing import Any
 from omnichannel.integrations import Handler, body_limit, too_large
 from omnichannel.runtime.http import Request, Response
 
-__all__ = ["DjangoRunner", "make_view", "urlpatterns"]
+__all__ = ["make_view", "urlpatterns"]
 
 OMNICHANNEL_PATTERN = (
     r"^connector/omnichannel/omnichannel_message/(?P<token>[^/]+)/bot_api_webhook/?$"
 )
 
 
-class DjangoRunner:
-    """Wraps a runner so each job starts and ends with ``close_old_connections()``."""
+def _with_fresh_connections(run: Callable[[], None]) -> None:
+    """Run a turn between two ``close_old_connections()`` (as Django does around a request)."""
+    from django.db import close_old_connections
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def submit(self, key: str, job: Callable[[], None]) -> None:
-        """Submit ``job`` wrapped for Django's connection handling."""
-        from django.db import close_old_connections
-
-        def wrapped() -> None:
-            close_old_connections()
-            try:
-                job()
-            finally:
-                close_old_connections()
-
-        self.inner.submit(key, wrapped)
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for the inner runner."""
-        return bool(self.inner.drain(timeout))
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Stop the inner runner."""
-        return bool(self.inner.shutdown(timeout))
+    close_old_connections()
+    try:
+        run()
+    finally:
+        close_old_connections()
 
 
-def _wrap_runner(handler: Handler) -> None:
+def _wrap_turns(handler: Handler) -> None:
     runtime = getattr(handler, "runtime", None)
-    if runtime is not None and not isinstance(runtime.runner, DjangoRunner):
-        runtime.runner = DjangoRunner(runtime.runner)
+    if runtime is not None:
+        runtime.wrap_turns(_with_fresh_connections)
 
 
 def make_view(handler: Handler) -> Callable[..., Any]:
@@ -58,7 +41,7 @@ def make_view(handler: Handler) -> Callable[..., Any]:
     from django.http import HttpResponse
     from django.views.decorators.csrf import csrf_exempt
 
-    _wrap_runner(handler)
+    _wrap_turns(handler)
     limit = body_limit(handler)
 
     def omnichannel_view(request: Any, **_: Any) -> HttpResponse:

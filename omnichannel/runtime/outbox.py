@@ -2,28 +2,60 @@
 far side accepted it. Items of one chat go out one at a time, in order; a chat whose channel keeps
 failing backs off on its own without holding up other chats; an item past its deadline (or
 refused for good) moves to the dead letters, where an operator can retry or drop it.
+
+During a turn, :meth:`Outbox.put` does not write at once: the replies are collected
+(:meth:`Outbox.collect`) and committed together with the turn's completion, under ids derived
+from the turn (``{turn id}.{index}``), so a turn that is run again never sends a reply twice.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from omnichannel.errors import DeliveryError
-from omnichannel.runtime.stores import QueueItem, Store
+import attrs
 
-__all__ = ["Deliver", "Outbox"]
+from omnichannel.errors import DeliveryError
+from omnichannel.runtime.stores.base import OUTBOX, QueueItem, Store, new_owner_id
+from omnichannel.runtime.workers import QueueConsumer, RateLimitedLog, retry_store_call
+
+__all__ = ["Deliver", "Outbox", "ReplyBatch"]
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Mapping[str, Any]], None]
 """Performs one delivery attempt of a payload; raises :class:`DeliveryError` on failure."""
+
+
+@attrs.define
+class ReplyBatch:
+    """The outbox items one turn produced, committed with the turn's completion."""
+
+    outbox: Outbox
+    turn_id: str
+    items: list[QueueItem] = attrs.field(factory=list)
+
+    def add(self, destination: str, chat_key: str, payload: Mapping[str, Any]) -> QueueItem:
+        """Collect one item under the next deterministic id of the turn."""
+        item = QueueItem(
+            id=f"{self.turn_id}.{len(self.items)}",
+            destination=destination,
+            chat_key=chat_key,
+            payload=dict(payload),
+        )
+        self.items.append(item)
+        return item
+
+
+_BATCH: contextvars.ContextVar[ReplyBatch | None] = contextvars.ContextVar(
+    "omnichannel_reply_batch", default=None
+)
 
 
 class Outbox:
@@ -41,6 +73,7 @@ class Outbox:
             items that fail stay stored and are retried by :meth:`flush` or a later start.
         poll_interval: how often a background outbox looks for due items it was not woken for
             (retries, items added by other processes).
+        owner: the lease owner id (one per process by default).
     """
 
     def __init__(
@@ -54,76 +87,81 @@ class Outbox:
         lease: float = 60.0,
         inline: bool = False,
         poll_interval: float = 0.25,
+        owner: str | None = None,
     ) -> None:
         self.store = store
-        self.workers = max(1, workers)
         self.deadline = deadline
         self.backoff = backoff
         self.cap = cap
-        self.lease = lease
         self.inline = inline
-        self.poll_interval = poll_interval
-        self.owner = uuid.uuid4().hex
+        self.owner = owner or new_owner_id()
         self._destinations: dict[str, Deliver] = {}
-        self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._slots = threading.BoundedSemaphore(self.workers)
-        self._inflight = 0
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._warn = RateLimitedLog(log)
+        self.consumer = QueueConsumer(
+            store,
+            OUTBOX,
+            self._deliver,
+            owner=self.owner,
+            workers=workers,
+            lease=lease,
+            poll_interval=poll_interval,
+            name="omnichannel-outbox",
+        )
 
     # set-up ---------------------------------------------------------------------------------
     def register(self, destination: str, deliver: Deliver) -> None:
         """Route items whose ``destination`` is ``destination`` to ``deliver``."""
         self._destinations[destination] = deliver
-        self._wake.set()
+        self.consumer.wake()
 
     def start(self) -> None:
-        """Start the background delivery thread (resuming items stored by earlier runs)."""
-        if self.inline or self._thread is not None:
-            return
-        self._stopping.clear()
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="omnichannel-outbox")
-        self._thread = threading.Thread(
-            target=self._loop, name="omnichannel-outbox-claim", daemon=True
-        )
-        self._thread.start()
+        """Start background delivery (resuming items stored by earlier runs)."""
+        if not self.inline:
+            self._stopping.clear()
+            self.consumer.start()
 
     def stop(self, timeout: float | None = 10.0) -> bool:
-        """Finish what is due (up to ``timeout`` seconds), then stop; ``True`` when drained."""
+        """Deliver what is due (up to ``timeout`` seconds), then stop; ``True`` when drained."""
         drained = self.drain(timeout) if timeout else False
         self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.consumer.stop(5.0)
         return drained
 
     # use ------------------------------------------------------------------------------------
+    @contextmanager
+    def collect(self, turn_id: str) -> Iterator[ReplyBatch]:
+        """Collect what :meth:`put` receives in this context (a turn) instead of storing it."""
+        batch = ReplyBatch(self, turn_id)
+        token = _BATCH.set(batch)
+        try:
+            yield batch
+        finally:
+            _BATCH.reset(token)
+
     def put(self, destination: str, chat_key: str, payload: Mapping[str, Any]) -> QueueItem:
-        """Store a call for delivery; it is durable once this returns."""
+        """Store a call for delivery; it is durable once this returns.
+
+        Inside a turn the call is collected and stored with the turn's completion instead.
+        """
+        batch = _BATCH.get()
+        if batch is not None and batch.outbox is self:
+            return batch.add(destination, chat_key, payload)
         item = QueueItem(destination=destination, chat_key=chat_key, payload=dict(payload))
         self.store.add(item)
+        self.notify()
+        return item
+
+    def notify(self) -> None:
+        """New items were stored: deliver them (now when inline, else wake the workers)."""
         if self.inline:
             self.flush()
         else:
-            self._wake.set()
-        return item
+            self.consumer.wake()
 
     def flush(self) -> int:
-        """Deliver every due item now, in the calling thread; return how many were delivered."""
-        delivered = 0
-        while True:
-            items = self.store.claim("outbox", self.owner, time.time(), 64, self.lease)
-            if not items:
-                return delivered
-            for item in items:
-                delivered += self._deliver(item)
+        """Deliver every due item now, in the calling thread; return how many were handled."""
+        return self.consumer.process_due()
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no item is pending or in flight, or ``timeout``; ``True`` when drained."""
@@ -131,74 +169,40 @@ class Outbox:
         while True:
             if self.inline:
                 self.flush()
-            if self._pending_due() == 0:
+            if self.consumer.inflight + self.store.pending(OUTBOX) == 0:
                 return True
             if end is not None and time.monotonic() >= end:
                 return False
-            self._wake.set()
+            self.consumer.wake()
             time.sleep(0.02)
 
-    def _pending_due(self) -> int:
-        with self._lock:
-            inflight = self._inflight
-        return inflight + self.store.pending("outbox")
-
     # machinery ------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        pool = self._pool
-        assert pool is not None
-        while not self._stopping.is_set():
-            free = 0
-            while self._slots.acquire(blocking=False):
-                free += 1
-            items: list[QueueItem] = []
-            if free:
-                try:
-                    items = self.store.claim("outbox", self.owner, time.time(), free, self.lease)
-                except Exception:
-                    log.exception("outbox: claiming from the store failed")
-            for _ in range(free - len(items)):
-                self._slots.release()
-            for item in items:
-                with self._lock:
-                    self._inflight += 1
-                pool.submit(self._deliver_in_pool, item)
-            if not items:
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
+    def _end(self, call: Callable[[], object], what: str) -> None:
+        retry_store_call(call, what=what, stopping=self._stopping, warn=self._warn)
 
-    def _deliver_in_pool(self, item: QueueItem) -> None:
-        try:
-            self._deliver(item)
-        finally:
-            with self._lock:
-                self._inflight -= 1
-            self._slots.release()
-            self._wake.set()
-
-    def _deliver(self, item: QueueItem) -> int:
+    def _deliver(self, item: QueueItem) -> None:
         deliver = self._destinations.get(item.destination)
         now = time.time()
         if deliver is None:
             # another process (or a later start) may know this destination: leave it stored
-            item.next_attempt_at = now + max(self.poll_interval, 1.0)
-            self.store.reschedule(item)
-            return 0
+            item.next_attempt_at = now + 1.0
+            self._end(lambda: self.store.reschedule(item), "outbox: rescheduling an item")
+            return
         item.attempts += 1
         try:
             deliver(item.payload)
         except DeliveryError as exc:
-            return self._failed(item, exc, now)
+            self._failed(item, exc, now)
+            return
         except Exception as exc:
             log.exception("outbox: delivery to %s raised", item.destination)
-            return self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), now)
-        try:
-            self.store.ack(item)
-        except Exception:  # the item stays stored and is re-sent: at-least-once, never lost
-            log.exception("outbox: acknowledging a delivered item failed")
-        return 1
+            self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), now)
+            return
+        # delivered: the ack is retried while the store is down, so the chat moves on as soon
+        # as it is back (if it never comes back in time the item is sent again: at least once)
+        self._end(lambda: self.store.ack(item), "outbox: acknowledging a delivered item")
 
-    def _failed(self, item: QueueItem, exc: DeliveryError, now: float) -> int:
+    def _failed(self, item: QueueItem, exc: DeliveryError, now: float) -> None:
         item.last_error = str(exc)
         if not item.deadline:
             item.deadline = now + self.deadline
@@ -214,7 +218,7 @@ class Outbox:
                 item.attempts,
                 item.last_error,
             )
-            self.store.bury(item)
+            self._end(lambda: self.store.bury(item), "outbox: dead-lettering an item")
         else:
             log.info(
                 "outbox: %s item %s attempt %d failed (%s); next in %.1fs",
@@ -225,5 +229,4 @@ class Outbox:
                 wait,
             )
             item.next_attempt_at = now + wait
-            self.store.reschedule(item)
-        return 0
+            self._end(lambda: self.store.reschedule(item), "outbox: rescheduling an item")

@@ -1,36 +1,107 @@
-"""The machinery every channel shares: dedupe of deliveries, the runner, the outbox, the store.
+"""The one webhook pipeline every channel runs on, and the runtime that keeps its promise.
 
-A channel verifies and parses a request itself, then asks its :class:`Runtime` whether the
-delivery is new (:meth:`Runtime.accept`), acknowledges, and lets the runtime run the bot.
-Several channels may share one runtime (one store, one outbox, one thread pool).
+::
+
+    request ─► path / method ─► verify ─► body size ─► parse ─► admit (dedupe mark + turn
+    stored in the inbox, one atomic write) ─► acknowledge ─► a worker claims the turn ─► the
+    bot runs ─► its replies are committed to the outbox with the turn's completion ─► delivery
+
+:class:`WebhookChannel` is the base of every inbound channel: it owns the order of the stages,
+the status answers shared by every platform (405, 413, 503 + ``Retry-After``) and the lifecycle.
+A platform supplies only its parts: ``route``/``verify`` (its 404/400/401), ``parse`` (its
+deliveries: chat, dedupe key, a JSON payload), ``acknowledge`` (its 200 body), ``process`` (runs
+the bot on a stored payload, in a worker) and ``deliver`` (sends one outbox item).
+
+:class:`Runtime` holds the store, the inbox workers and the outbox of one or more channels.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Callable
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import attrs
+
+from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.outbox import Outbox
-from omnichannel.runtime.runners import BackgroundRunner, InlineRunner, Runner
-from omnichannel.runtime.stores import MemoryStore, Store, open_store
+from omnichannel.runtime.stores import (
+    INBOX,
+    OUTBOX,
+    MemoryStore,
+    QueueItem,
+    Store,
+    new_owner_id,
+    open_store,
+    owner_is_dead,
+)
+from omnichannel.runtime.workers import QueueConsumer, RateLimitedLog, retry_store_call
 
-__all__ = ["Runtime", "RuntimeLifecycle"]
+__all__ = ["Delivery", "Runtime", "WebhookChannel"]
 
 log = logging.getLogger(__name__)
 
 
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """One unit of work a webhook request carries (a visitor message, a status, a staff reply).
+
+    Attributes:
+        chat: the conversation it belongs to (turns of one chat run one at a time, in order).
+        key: the delivery's dedupe key (``None``: every copy is processed).
+        payload: what the worker needs to run it (JSON-serializable; stored in the inbox).
+        ttl: how long ``key`` is remembered (``None``: the runtime's ``dedupe_ttl``).
+    """
+
+    chat: str
+    key: str | None
+    payload: Mapping[str, Any]
+    ttl: float | None = None
+
+
+TurnWrapper = Callable[[Callable[[], None]], None]
+"""``wrapper(run)`` must call ``run()`` once (and may do work around it)."""
+
+_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # threads do not survive fork(): a child (gunicorn --preload) starts its own on first use
+    for runtime in list(_RUNTIMES):
+        runtime._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Runtime:
-    """Store, outbox and runner of one or more channels.
+    """The store, the inbox workers and the outbox of one or more channels.
 
     Args:
-        store: a :class:`~omnichannel.runtime.stores.Store` or a store URL
-            (``memory://``, ``sqlite:///path.db``, ``redis://host:6379/0``); memory by default.
-        inline: run the bot and deliver replies before ``handle`` returns (tests, notebooks,
-            serverless); otherwise a background runner and outbox thread do it.
-        runner: a custom runner (overrides ``inline`` for the bot's work).
-        workers: bot threads of the background runner.
+        store: a :class:`~omnichannel.runtime.stores.Store` or a store URL (``memory://``,
+            ``sqlite:///path.db``, ``redis://host:6379/0``); memory by default.
+        inline: run each admitted turn and deliver its replies before ``handle`` returns
+            (tests, notebooks, serverless); otherwise background workers do it.
+        workers: turns run at once (each of a different chat).
+        background: run turns and deliver replies in this process (``False``: only admit
+            turns, for webhook front-ends whose turns ``omnichannel worker`` processes run).
         dedupe_ttl: seconds a delivery id is remembered (platforms retry within an hour).
-        outbox_deadline: seconds a failing reply keeps being retried before it is dead-lettered.
+        max_pending: turns waiting in the inbox above which webhooks answer the platform's
+            retryable status (503 + ``Retry-After``) instead of admitting more.
+        retry_after: seconds put in ``Retry-After`` when refusing.
+        turn_lease: seconds a claimed turn stays reserved (renewed while it runs; a turn whose
+            worker died is run again once its lease runs out).
+        max_turn_attempts: a turn whose processing raises this many times is dead-lettered.
+        outbox_workers, outbox_deadline, outbox_backoff, outbox_cap: see
+            :class:`~omnichannel.runtime.outbox.Outbox`.
     """
 
     def __init__(
@@ -38,11 +109,15 @@ class Runtime:
         *,
         store: Store | str | None = None,
         inline: bool = False,
-        runner: Runner | None = None,
         workers: int = 8,
+        background: bool = True,
         dedupe_ttl: float = 24 * 3600,
-        outbox_deadline: float = 3600.0,
+        max_pending: int = 10_000,
+        retry_after: int = 5,
+        turn_lease: float = 60.0,
+        max_turn_attempts: int = 5,
         outbox_workers: int = 4,
+        outbox_deadline: float = 3600.0,
         outbox_backoff: float = 1.0,
         outbox_cap: float = 60.0,
     ) -> None:
@@ -52,69 +127,400 @@ class Runtime:
             store = open_store(store)
         self.store: Store = store
         self.inline = inline
-        self.runner: Runner = runner or (InlineRunner() if inline else BackgroundRunner(workers))
+        self.background = background
         self.dedupe_ttl = dedupe_ttl
-        self.outbox = Outbox(
-            store,
-            inline=inline,
-            deadline=outbox_deadline,
-            workers=outbox_workers,
-            backoff=outbox_backoff,
-            cap=outbox_cap,
-        )
+        self.max_pending = max_pending
+        self.retry_after = retry_after
+        self.max_turn_attempts = max_turn_attempts
+        self._workers = workers
+        self._turn_lease = turn_lease
+        self._outbox_options: dict[str, Any] = {
+            "workers": outbox_workers,
+            "deadline": outbox_deadline,
+            "backoff": outbox_backoff,
+            "cap": outbox_cap,
+        }
+        self._channels: dict[str, WebhookChannel] = {}
+        self._turn_wrappers: list[TurnWrapper] = []
+        self._warn = RateLimitedLog(log)
+        self._build()
+        _RUNTIMES.add(self)
+
+    def _build(self) -> None:
+        self.owner = new_owner_id()
+        self._lock = threading.Lock()
         self._started = False
+        self._closed = False
+        self._pending_seen = 0
+        self._pending_at = 0.0
+        self._admitted_since = 0
+        self.outbox = Outbox(
+            self.store, inline=self.inline, owner=self.owner, **self._outbox_options
+        )
+        self.turns = QueueConsumer(
+            self.store,
+            INBOX,
+            self._run_turn,
+            owner=self.owner,
+            workers=self._workers,
+            lease=self._turn_lease,
+            name="omnichannel-bot",
+        )
 
+    def _reset_after_fork(self) -> None:
+        channels = self._channels
+        self._build()
+        for channel in channels.values():
+            self.outbox.register(channel.destination, channel.deliver)
+
+    # channels -------------------------------------------------------------------------------
+    def register(self, channel: WebhookChannel) -> None:
+        """Route turns and outbox items of ``channel.destination`` to ``channel``."""
+        self._channels[channel.destination] = channel
+        self.outbox.register(channel.destination, channel.deliver)
+
+    def wrap_turns(self, wrapper: TurnWrapper) -> None:
+        """Run every turn as ``wrapper(run)`` (e.g. Django's connection handling around it)."""
+        if wrapper not in self._turn_wrappers:
+            self._turn_wrappers.append(wrapper)
+
+    @property
+    def channels(self) -> Mapping[str, WebhookChannel]:
+        """The registered channels by destination."""
+        return dict(self._channels)
+
+    # lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start background delivery (idempotent; called by the first ``handle``)."""
-        if not self._started:
-            self._started = True
-            self.outbox.start()
+        """Start the workers and the outbox, resuming what earlier runs left (idempotent).
 
-    def accept(self, delivery_key: str | None) -> bool:
-        """``True`` when the delivery is new (and now recorded), ``False`` for a repeat."""
-        if delivery_key is None:
-            return True
-        return self.store.mark_seen(delivery_key, self.dedupe_ttl)
-
-    def run(self, key: str, job: Callable[[], None], delivery_key: str | None = None) -> None:
-        """Run ``job`` on the runner, after earlier jobs of ``key``.
-
-        If the runner refuses (full, shutting down), the delivery key is forgotten so the
-        platform's retry is processed, and the error propagates (the webhook answers 500).
+        Leases held by dead processes of this machine (a crashed predecessor) are released at
+        once, so their turns and replies resume without waiting for the leases to run out.
         """
-        self.start()
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
         try:
-            self.runner.submit(key, job)
-        except Exception:
-            if delivery_key is not None:
-                self.store.forget(delivery_key)
-            raise
+            for owner in self.store.lease_owners():
+                if owner != self.owner and owner_is_dead(owner):
+                    released = self.store.release_owner(owner)
+                    log.info("released %d lease(s) of dead process %s", released, owner)
+        except Exception as exc:
+            log.warning("could not look for leases of dead processes: %s", type(exc).__name__)
+        if self.inline:
+            return
+        if self.background:
+            self.outbox.start()
+            self.turns.start()
 
     def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait for the bot's queued work and then the outbox; ``True`` when both are idle."""
-        return self.runner.drain(timeout) and self.outbox.drain(timeout)
+        """Wait until every admitted turn ran and every reply was delivered."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.inline:
+                self.turns.process_due()
+            if self.turns.inflight + self.store.pending(INBOX) == 0:
+                break
+            if end is not None and time.monotonic() >= end:
+                return False
+            self.turns.wake()
+            time.sleep(0.02)
+        left = None if end is None else max(0.0, end - time.monotonic())
+        return self.outbox.drain(left)
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Finish queued work and replies (up to ``timeout`` each), then release everything."""
-        drained = self.runner.shutdown(timeout)
-        drained = self.outbox.stop(timeout) and drained
+        """Stop: finish running turns (up to ``timeout``), deliver what is due, release the store.
+
+        Turns not yet started stay in the inbox for the next start (one log line says how
+        many). ``True`` when nothing was left behind.
+        """
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+        end = None if timeout is None else time.monotonic() + timeout
+        finished = self.turns.stop(timeout)
+        left = None if end is None else max(0.5, end - time.monotonic())
+        delivered = self.outbox.stop(left)
+        try:
+            turns_left, replies_left = self.store.pending(INBOX), self.store.pending(OUTBOX)
+        except Exception:
+            turns_left = replies_left = -1
+        if turns_left or replies_left or not finished:
+            level = logging.WARNING if isinstance(self.store, MemoryStore) else logging.INFO
+            log.log(
+                level,
+                "stopped with %s turn(s) in the inbox and %s reply(ies) in the outbox%s",
+                turns_left,
+                replies_left,
+                " (lost: the memory store does not survive a restart)"
+                if level == logging.WARNING
+                else "; the next start resumes them",
+            )
         self.store.close()
-        return drained
+        return finished and delivered and not turns_left and not replies_left
+
+    # admission ------------------------------------------------------------------------------
+    def overloaded(self) -> bool:
+        """``True`` when ``max_pending`` turns already wait (checked against the store often)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._pending_at < 0.25:
+                return self._pending_seen + self._admitted_since >= self.max_pending
+        pending = self.store.pending(INBOX)
+        with self._lock:
+            self._pending_seen, self._pending_at, self._admitted_since = pending, now, 0
+        return pending >= self.max_pending
+
+    def admit(
+        self, channel: WebhookChannel, request: Request, deliveries: Sequence[Delivery]
+    ) -> Response:
+        """Store each delivery as a turn (with its dedupe mark), then acknowledge.
+
+        Nothing is acknowledged that was not stored: when the store fails, or the inbox is
+        over ``max_pending``, the channel's retryable answer goes back instead (and a delivery
+        stored before the failure is deduped when the platform retries).
+        """
+        self.start()
+        if deliveries:
+            try:
+                over = self.overloaded()
+            except Exception:
+                over = False  # the admission below reports the store's trouble
+            if over:
+                refusal = channel.unavailable(self.retry_after)
+                if refusal is not None:
+                    self._warn(
+                        logging.WARNING,
+                        "%s: inbox holds %d+ turns (max_pending): answering %d",
+                        channel.destination,
+                        self.max_pending,
+                        refusal.status,
+                    )
+                    return refusal
+        admitted = 0
+        for delivery in deliveries:
+            item = QueueItem(
+                destination=channel.destination,
+                chat_key=channel.chat_key(delivery.chat),
+                payload=delivery.payload,
+            )
+            ttl = self.dedupe_ttl if delivery.ttl is None else delivery.ttl
+            try:
+                new = self.store.inbox_admit(item, delivery.key, ttl)
+            except Exception as exc:
+                refusal = channel.unavailable(self.retry_after)
+                self._warn(
+                    logging.WARNING,
+                    "%s: cannot store a turn (%s: %s): answering %s",
+                    channel.destination,
+                    type(exc).__name__,
+                    exc,
+                    refusal.status if refusal is not None else "200 (delivery lost)",
+                )
+                if refusal is not None:
+                    return refusal
+                log.error("%s: a delivery was acknowledged without being stored", channel.name)
+                continue
+            if new:
+                admitted += 1
+                log.info("%s: chat %s: accepted as turn %s", channel.name, delivery.chat, item.id)
+            else:
+                log.info("%s: chat %s: repeated delivery ignored", channel.name, delivery.chat)
+        if admitted:
+            with self._lock:
+                self._admitted_since += admitted
+            if self.inline:
+                self.turns.process_due()
+            elif self.background:
+                self.turns.wake()
+        return channel.acknowledge(request, deliveries)
+
+    # running turns --------------------------------------------------------------------------
+    def _run_turn(self, item: QueueItem) -> None:
+        channel = self._channels.get(item.destination)
+        if channel is None:
+            # a worker of another deployment (or a later start) knows this channel
+            item.next_attempt_at = time.time() + 5.0
+            retry_store_call(lambda: self.store.reschedule(item), what="inbox: reschedule")
+            return
+        try:
+            with self.outbox.collect(item.id) as batch:
+                run: Callable[[], None] = lambda: channel.process(item.payload)  # noqa: E731
+                for wrapper in self._turn_wrappers:
+                    run = functools.partial(wrapper, run)
+                run()
+        except Exception as exc:
+            self._turn_failed(item, exc)
+            return
+        done = [False]
+
+        def complete() -> None:
+            done[0] = self.store.inbox_complete(item, batch.items)
+
+        if not retry_store_call(complete, what="inbox: completing a turn", warn=self._warn):
+            log.warning(
+                "%s: turn %s ran but could not be stored as done; it will run again",
+                item.destination,
+                item.id,
+            )
+            return
+        if not done[0]:
+            log.info("%s: turn %s was completed by another worker", item.destination, item.id)
+        elif batch.items:
+            self.outbox.notify()
+
+    def _turn_failed(self, item: QueueItem, exc: Exception) -> None:
+        item.attempts += 1
+        item.last_error = f"{type(exc).__name__}: {exc}"
+        if item.attempts >= self.max_turn_attempts:
+            log.error(
+                "%s: turn %s dead-lettered after %d attempts",
+                item.destination,
+                item.id,
+                item.attempts,
+                exc_info=exc,
+            )
+            retry_store_call(lambda: self.store.bury(item), what="inbox: dead-lettering")
+            return
+        wait = min(60.0, 2.0**item.attempts) * (0.5 + random.random() / 2)  # noqa: S311
+        log.warning(
+            "%s: turn %s failed (%s); attempt %d of %d in %.1fs",
+            item.destination,
+            item.id,
+            item.last_error,
+            item.attempts + 1,
+            self.max_turn_attempts,
+            wait,
+        )
+        item.next_attempt_at = time.time() + wait
+        retry_store_call(lambda: self.store.reschedule(item), what="inbox: rescheduling")
 
 
-class RuntimeLifecycle:
-    """``start`` / ``drain`` / ``close`` of a channel that owns (or shares) a :class:`Runtime`."""
+_METHOD_NOT_ALLOWED = b'{"error":"Method not allowed; use POST."}'
 
+
+class WebhookChannel:
+    """The base of every inbound channel: the pipeline's stages in order, platform parts as hooks.
+
+    Subclasses set :attr:`kind` and implement :meth:`parse`, :meth:`process` and
+    :meth:`deliver`; they override :meth:`route`, :meth:`verify`, :meth:`acknowledge`,
+    :meth:`too_large` and :meth:`unavailable` where their status contract differs.
+    """
+
+    kind: str = "channel"
+    allowed_methods: tuple[str, ...] = ("POST",)
+    max_body: int = 1 << 20
+    name: str
     runtime: Runtime
 
+    def _attach(
+        self,
+        runtime: Runtime | None,
+        name: str,
+        *,
+        store: Any = None,
+        inline: bool = False,
+        **runtime_options: Any,
+    ) -> None:
+        """Join ``runtime`` (or make one from ``store``, ``inline`` and ``runtime_options``)."""
+        self.name = name
+        self.runtime = runtime or Runtime(store=store, inline=inline, **runtime_options)
+        self.runtime.register(self)
+
+    @property
+    def destination(self) -> str:
+        """The channel's id in the store (``{kind}:{name}``)."""
+        return f"{self.kind}:{self.name}"
+
+    def chat_key(self, chat: object) -> str:
+        """The ordering key of a chat of this channel."""
+        return f"{self.destination}:{chat}"
+
+    # the pipeline ---------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        """Answer one HTTP request to the channel's webhook (the platform's status contract)."""
+        try:
+            answer = self.route(request)
+            if answer is not None:
+                return answer
+            if request.method not in self.allowed_methods:
+                return self.method_not_allowed()
+            answer = self.verify(request)
+            if answer is not None:
+                return answer
+            if len(request.body) > self.max_body:
+                return self.too_large()
+            parsed = self.parse(request)
+            if isinstance(parsed, Response):
+                return parsed
+            return self.runtime.admit(self, request, parsed)
+        except Exception:
+            log.exception("%s: internal error while accepting a request", self.destination)
+            return self.internal_error()
+
+    # hooks ----------------------------------------------------------------------------------
+    def route(self, request: Request) -> Response | None:
+        """Refuse a request for another path (``None``: it is for this channel)."""
+        return None
+
+    def verify(self, request: Request) -> Response | None:
+        """Refuse a request that fails the platform's authentication (``None``: verified)."""
+        return None
+
+    def parse(self, request: Request) -> Sequence[Delivery] | Response:
+        """The deliveries in the request, or the answer to give at once (malformed, ignored)."""
+        raise NotImplementedError
+
+    def acknowledge(self, request: Request, deliveries: Sequence[Delivery]) -> Response:
+        """The answer once the deliveries are stored (or were repeats)."""
+        return Response(200, b'{"result":"ok"}', {"Content-Type": "application/json"})
+
+    def method_not_allowed(self) -> Response:
+        """405 with ``Allow``."""
+        return Response(
+            405,
+            _METHOD_NOT_ALLOWED,
+            {"Allow": ", ".join(self.allowed_methods), "Content-Type": "application/json"},
+        )
+
+    def too_large(self) -> Response:
+        """The answer to a body over :attr:`max_body` (413)."""
+        return Response.error(413, f"Request body is larger than {self.max_body} bytes.")
+
+    def unavailable(self, retry_after: int) -> Response | None:
+        """The platform's retryable answer (503 + ``Retry-After``) when nothing can be stored now.
+
+        ``None`` means: acknowledge anyway (admitting over ``max_pending`` when the store
+        works), for a platform that punishes repeated errors.
+        """
+        return Response(
+            503,
+            json.dumps({"error": "The bot cannot take events right now; retry later."}).encode(),
+            {"Content-Type": "application/json", "Retry-After": str(retry_after)},
+        )
+
+    def internal_error(self) -> Response:
+        """The answer to an unexpected error (500)."""
+        return Response.error(500, "Internal server error.")
+
+    def process(self, payload: Mapping[str, Any]) -> None:
+        """Run the bot on one stored delivery (in a worker; may run again after a crash)."""
+        raise NotImplementedError
+
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        """Send one outbox item; raise :class:`~omnichannel.errors.DeliveryError` on failure."""
+        raise NotImplementedError
+
+    # lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start background delivery (resuming replies stored by an earlier run)."""
+        """Start the runtime's workers and outbox (resuming what an earlier run left)."""
         self.runtime.start()
 
     def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the bot's work and the replies are done."""
+        """Wait until every admitted turn ran and every reply went out."""
         return self.runtime.drain(timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Finish queued work and replies, then stop."""
+        """Finish running turns and due replies (up to ``timeout``), then stop."""
         return self.runtime.close(timeout)

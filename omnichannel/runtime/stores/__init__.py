@@ -19,6 +19,7 @@ from omnichannel.runtime.stores.base import (
     new_item_id,
     new_owner_id,
     owner_is_dead,
+    update_state,
 )
 from omnichannel.runtime.stores.memory import MemoryStore
 
@@ -40,6 +41,7 @@ __all__ = [
     "new_owner_id",
     "open_store",
     "owner_is_dead",
+    "update_state",
 ]
 
 

@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -37,6 +37,7 @@ __all__ = [
     "new_item_id",
     "new_owner_id",
     "owner_is_dead",
+    "update_state",
 ]
 
 QueueName = Literal["inbox", "outbox"]
@@ -190,7 +191,9 @@ class Store(Protocol):
         """
         ...
 
-    def renew_leases(self, queue: QueueName, owner: str, chat_keys: Sequence[str], lease: float) -> None:
+    def renew_leases(
+        self, queue: QueueName, owner: str, chat_keys: Sequence[str], lease: float
+    ) -> None:
         """Extend ``owner``'s leases on ``chat_keys`` to ``lease`` seconds from now."""
         ...
 
@@ -248,3 +251,28 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+StateChange = Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
+
+
+def update_state(
+    store: Store, key: str, change: StateChange, *, attempts: int = 50
+) -> Mapping[str, Any] | None:
+    """Read-modify-write of chat state with compare-and-set: no concurrent update is lost.
+
+    ``change(current)`` gets a copy of the state (``None`` when absent) and returns the new
+    state (``None`` deletes); it is called again, on fresh state, when another writer won.
+    Returns what was stored.
+
+    Raises:
+        RuntimeError: ``attempts`` writers in a row won the race (pathological contention).
+    """
+    for _ in range(attempts):
+        snapshot = store.load_state(key)
+        new = change(snapshot.value)
+        if new is None and snapshot.version == 0:
+            return None
+        if store.save_state(key, new, snapshot.version):
+            return new
+    raise RuntimeError(f"state {key!r}: gave up after {attempts} conflicting updates")

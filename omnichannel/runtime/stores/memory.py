@@ -243,7 +243,9 @@ class MemoryStore:
     def dead_letters(self) -> list[QueueItem]:
         """The dead letters of both queues, oldest first."""
         with self._lock:
-            return sorted((attrs.evolve(i) for i in self._dead.values()), key=lambda i: i.created_at)
+            return sorted(
+                (attrs.evolve(i) for i in self._dead.values()), key=lambda i: i.created_at
+            )
 
     def dead_letter_retry(self, item_id: str) -> bool:
         """Put a dead letter back at the tail of its chat's queue, due now."""
