@@ -1,4 +1,4 @@
-"""The command line: ``omnichannel serve``, ``omnichannel demo`` and ``omnichannel outbox``.
+"""The command line: ``omnichannel serve``, ``worker``, ``demo`` and ``outbox``.
 
 Every ``serve`` flag can also come from an ``OMNICHANNEL_*`` environment variable
 (``--channel-url`` ↔ ``OMNICHANNEL_CHANNEL_URL``); a flag given on the command line wins.
@@ -82,18 +82,8 @@ def load_bot(spec: str) -> Bot:
     return value
 
 
-# serve ----------------------------------------------------------------------------------------
-def _add_serve(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve the omnichannel webhook")
-    p.add_argument(
-        "--host", default=_env("HOST", "127.0.0.1"), help="bind address (OMNICHANNEL_HOST)"
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(_env("PORT", "8080") or 8080),
-        help="port (OMNICHANNEL_PORT)",
-    )
+# serve and worker -----------------------------------------------------------------------------
+def _add_channel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token", default=_env("TOKEN"), help="the {token} of the webhook URL (OMNICHANNEL_TOKEN)"
     )
@@ -122,19 +112,52 @@ def _add_serve(sub: Any) -> None:
         "--workers",
         type=int,
         default=int(_env("WORKERS", "8") or 8),
-        help="bot threads (OMNICHANNEL_WORKERS)",
+        help="turns run at once (OMNICHANNEL_WORKERS)",
     )
     p.add_argument(
         "--shutdown-timeout",
         type=float,
         default=float(_env("SHUTDOWN_TIMEOUT", "30") or 30),
-        help="seconds to finish queued replies on SIGTERM",
+        help="seconds to finish running turns and due replies on SIGTERM",
     )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve the omnichannel webhook (and run the bot)")
+    p.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1"), help="bind address (OMNICHANNEL_HOST)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "8080") or 8080),
+        help="port (OMNICHANNEL_PORT)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=int(_env("MAX_PENDING", "10000") or 10000),
+        help="turns waiting in the inbox above which the webhook answers 503 + Retry-After "
+        "(OMNICHANNEL_MAX_PENDING)",
+    )
+    p.add_argument(
+        "--front-end",
+        action="store_true",
+        default=(_env("FRONT_END", "") or "").lower() in ("1", "true", "yes"),
+        help="only store turns; 'omnichannel worker' processes run them (OMNICHANNEL_FRONT_END)",
+    )
+    _add_channel_options(p)
     p.set_defaults(func=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _add_worker(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run the bot on turns stored by 'serve' front-ends (no HTTP)")
+    _add_channel_options(p)
+    p.set_defaults(func=_worker, front_end=False, max_pending=10000)
+
+
+def _connector(args: argparse.Namespace, command: str) -> Connector | None:
     missing = [
         flag
         for flag, value in (("--token", args.token), ("--channel-url", args.channel_url))
@@ -142,19 +165,73 @@ def _serve(args: argparse.Namespace) -> int:
     ]
     if missing:
         print(
-            f"omnichannel serve: missing {' and '.join(missing)} (or OMNICHANNEL_* variables)",
+            f"omnichannel {command}: missing {' and '.join(missing)} (or OMNICHANNEL_* variables)",
             file=sys.stderr,
         )
-        return 2
+        return None
+    if args.workers < 1:
+        raise ConfigurationError(f"--workers must be 1 or more, got {args.workers}")
     bot = load_bot(args.bot) if args.bot else Bot()
-    runtime = Runtime(store=args.store, workers=args.workers)
-    connector = Connector(
+    runtime = Runtime(
+        store=args.store,
+        workers=args.workers,
+        max_pending=args.max_pending,
+        background=not args.front_end,
+    )
+    _warn_without_persistence(runtime.store)
+    return Connector(
         bot,
         token=args.token,
         channel_url=args.channel_url,
         channel_token=args.channel_token,
         runtime=runtime,
     )
+
+
+def _warn_without_persistence(store: Store) -> None:
+    check = getattr(store, "has_persistence", None)
+    if check is None:
+        return
+    try:
+        persistent = bool(check())
+    except Exception as exc:
+        log.warning("could not read the Redis persistence settings: %s", type(exc).__name__)
+        return
+    if not persistent:
+        log.warning(
+            "Redis has no persistence (neither AOF nor RDB): a Redis restart loses the inbox "
+            "and the outbox; enable appendonly (see docs/deployment.md)"
+        )
+
+
+def _on_stop_signals(stop: threading.Event, also: Any = None) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()
+            log.info("received %s: finishing running turns", signal.Signals(signum).name)
+            if also is not None:
+                threading.Thread(target=also, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _stop(connector: Connector, timeout: float) -> int:
+    drained = connector.close(timeout=timeout)
+    log.info("stopped (%s)", "nothing left" if drained else "what is left resumes at next start")
+    if connector.runtime.turns.inflight:
+        # a turn still running past the timeout: its lease makes it run again after restart;
+        # don't let its thread hold the process (the pool's threads are joined at exit)
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    connector = _connector(args, "serve")
+    if connector is None:
+        return 2
+    runtime = connector.runtime
     server = make_server(
         args.host,
         args.port,
@@ -163,35 +240,40 @@ def _serve(args: argparse.Namespace) -> int:
         handler_class=_QuietHandler,
     )
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
-            log.info("received %s: finishing queued replies", signal.Signals(signum).name)
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _on_stop_signals(stop, server.shutdown)
     connector.start()
-    pending = runtime.store.pending("outbox")
     log.info(
-        "serving on http://%s:%d%s (store %s, %d pending replies resumed)",
+        "serving on http://%s:%d%s (store %s; %d turn(s) and %d reply(ies) resumed)%s",
         args.host,
         server.server_port,
         WEBHOOK_PATH.format(token="***"),  # noqa: S106 - the mask, not a secret
         args.store.split("://", 1)[0],
-        pending,
+        runtime.store.pending("inbox"),
+        runtime.store.pending("outbox"),
+        "; front-end only: 'omnichannel worker' runs the bot" if args.front_end else "",
     )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        drained = connector.close(timeout=args.shutdown_timeout)
-        log.info(
-            "stopped (%s)",
-            "all replies delivered" if drained else "undelivered replies stay in the store",
-        )
-    return 0
+    return _stop(connector, args.shutdown_timeout)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    connector = _connector(args, "worker")
+    if connector is None:
+        return 2
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    connector.start()
+    log.info(
+        "worker running %d bot thread(s) on store %s (%d turn(s) waiting)",
+        args.workers,
+        args.store.split("://", 1)[0],
+        connector.runtime.store.pending("inbox"),
+    )
+    stop.wait()
+    return _stop(connector, args.shutdown_timeout)
 
 
 # demo -----------------------------------------------------------------------------------------
@@ -292,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"omnichannel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_worker(sub)
     _add_demo(sub)
     _add_outbox(sub)
     return parser

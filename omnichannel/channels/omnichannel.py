@@ -20,7 +20,12 @@ from omnichannel.protocol import parse_event
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
-from omnichannel.runtime.sending import RetryPolicy, redact_url, request_with_retries
+from omnichannel.runtime.sending import (
+    RetryPolicy,
+    new_session,
+    redact_url,
+    request_with_retries,
+)
 from omnichannel.text import plain_text, split_text
 
 __all__ = [
@@ -48,7 +53,8 @@ class OmnichannelClient:
         channel_url: the channel's webhook URL (``https://your_company.com``); the method name is
             appended (``…/send_message``). With "unique URL" auth the secret lives in it.
         token: with header auth, sent as ``Authorization: Token {token}``.
-        session: a ``requests.Session`` (the test seam; one is created otherwise).
+        session: a ``requests.Session`` (the test seam); by default a pooled keep-alive
+            session that ignores proxy variables (:func:`~omnichannel.runtime.sending.new_session`).
         retry: timeouts and retries of every call.
         max_message_length: texts longer than this are split on word boundaries into several
             messages (``None``: never split; the seed leaves > 1000 characters to the channel).
@@ -69,7 +75,7 @@ class OmnichannelClient:
             raise ConfigurationError("channel_url must be an http(s) URL")
         self.channel_url = channel_url.rstrip("/")
         self._token = token or None
-        self.session = session or requests.Session()
+        self.session = session or new_session()
         self.retry = retry or RetryPolicy()
         self.max_message_length = max_message_length
         self.strip_markdown = strip_markdown
