@@ -19,14 +19,12 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from omnichannel import __version__
 from omnichannel.channels.omnichannel import WEBHOOK_PATH, Connector
 from omnichannel.errors import ConfigurationError
-from omnichannel.integrations.wsgi import wsgi_app
+from omnichannel.integrations.server import LocalServer
 from omnichannel.runtime.bot import Bot
 from omnichannel.runtime.pipeline import Runtime
 from omnichannel.runtime.stores import Store, open_store
@@ -36,16 +34,6 @@ __all__ = ["load_bot", "main"]
 log = logging.getLogger("omnichannel.serve")
 
 DEFAULT_STORE = "sqlite:///omnichannel.db"
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """The connector logs one line per event; the access log would repeat the secret URL."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -218,7 +206,12 @@ def _on_stop_signals(stop: threading.Event, also: Any = None) -> None:
 
 def _stop(connector: Connector, timeout: float) -> int:
     drained = connector.close(timeout=timeout)
-    log.info("stopped (%s)", "nothing left" if drained else "what is left resumes at next start")
+    log.info(
+        "stopped (%s)",
+        "all turns answered and replies delivered"
+        if drained
+        else "what is left resumes at the next start",
+    )
     if connector.runtime.turns.inflight:
         # a turn still running past the timeout: its lease makes it run again after restart;
         # don't let its thread hold the process (the pool's threads are joined at exit)
@@ -232,20 +225,19 @@ def _serve(args: argparse.Namespace) -> int:
     if connector is None:
         return 2
     runtime = connector.runtime
-    server = make_server(
-        args.host,
-        args.port,
-        wsgi_app(connector),
-        server_class=_ThreadingWSGIServer,
-        handler_class=_QuietHandler,
-    )
+    try:
+        server = LocalServer(connector, host=args.host, port=args.port)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+        ) from exc
     stop = threading.Event()
     _on_stop_signals(stop, server.shutdown)
     connector.start()
     log.info(
         "serving on http://%s:%d%s (store %s; %d turn(s) and %d reply(ies) resumed)%s",
         args.host,
-        server.server_port,
+        server.port,
         WEBHOOK_PATH.format(token="***"),  # noqa: S106 - the mask, not a secret
         args.store.split("://", 1)[0],
         runtime.store.pending("inbox"),
@@ -253,9 +245,9 @@ def _serve(args: argparse.Namespace) -> int:
         "; front-end only: 'omnichannel worker' runs the bot" if args.front_end else "",
     )
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()
     finally:
-        server.server_close()
+        server.stop()
     return _stop(connector, args.shutdown_timeout)
 
 

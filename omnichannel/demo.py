@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import sys
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
@@ -15,7 +14,7 @@ from typing import Any, TextIO
 import requests
 
 from omnichannel.channels.omnichannel import Connector
-from omnichannel.integrations.wsgi import wsgi_app
+from omnichannel.integrations.server import LocalServer
 from omnichannel.protocol import CHANNEL_VARIABLES, channel_variables, parse_event
 from omnichannel.runtime.bot import Bot
 from omnichannel.runtime.pipeline import Runtime
@@ -63,10 +62,6 @@ def run_demo(store: str | None = None, out: TextIO | None = None) -> int:
 
 
 def _run(store_url: str, out: TextIO) -> int:
-    from wsgiref.simple_server import make_server
-
-    from omnichannel.cli import _QuietHandler, _ThreadingWSGIServer
-
     channel_token = secrets.token_hex(16)
     token = secrets.token_hex(16)
     channel = RecordingChannelServer(token=channel_token).start()
@@ -77,18 +72,12 @@ def _run(store_url: str, out: TextIO) -> int:
         channel_token=channel_token,
         runtime=Runtime(store=store_url, outbox_backoff=0.2),
     )
-    server = make_server(
-        "127.0.0.1", 0, wsgi_app(connector),
-        server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
-    )  # fmt: skip
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    webhook = f"http://127.0.0.1:{server.server_port}{connector.webhook_path}"
+    server = LocalServer(connector).start()
+    webhook = f"http://127.0.0.1:{server.port}{connector.webhook_path}"
     ok = True
     try:
         print("omnichannel demo: the echo bot behind the omnichannel webhook", file=out)
-        print(f"  webhook         http://127.0.0.1:{server.server_port}/connector/omnichannel/"
+        print(f"  webhook         http://127.0.0.1:{server.port}/connector/omnichannel/"
               "omnichannel_message/{token}/bot_api_webhook", file=out)  # fmt: skip
         print(f"  channel server  {channel.channel_url}/send_message (Authorization: Token …)",
               file=out)  # fmt: skip
@@ -135,8 +124,7 @@ def _run(store_url: str, out: TextIO) -> int:
               file=out)  # fmt: skip
         return 0 if ok else 1
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         connector.close(timeout=5)
         channel.stop()
 

@@ -107,7 +107,7 @@ def test_serve_follows_the_status_contract_and_echoes(tmp_path: Path) -> None:
     assert TOKEN not in log
     assert CHANNEL_TOKEN not in log
     assert "accepted" in log
-    assert "stopped (all replies delivered)" in log
+    assert "stopped (all turns answered and replies delivered)" in log
 
 
 def test_sigterm_finishes_queued_replies_before_exiting(tmp_path: Path) -> None:

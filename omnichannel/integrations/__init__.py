@@ -29,6 +29,12 @@ def body_limit(handler: object) -> int:
     return limit if isinstance(limit, int) and limit > 0 else DEFAULT_MAX_BODY
 
 
-def too_large(limit: int) -> Response:
-    """The 413 answer for a body over ``limit`` bytes."""
+def too_large(handler: object, limit: int) -> Response:
+    """The answer to a body over ``limit`` bytes: the handler's own (``handler.too_large()``,
+    e.g. Webex's 400) or 413."""
+    own = getattr(handler, "too_large", None)
+    if callable(own):
+        answer = own()
+        if isinstance(answer, Response):
+            return answer
     return Response.error(413, f"Request body is larger than {limit} bytes.")

@@ -68,7 +68,7 @@ class ASGIApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return too_large(self.max_body)
+                return too_large(self.handler, self.max_body)
             chunks.append(chunk)
             more = message.get("more_body", False)
         request = Request(

@@ -47,7 +47,7 @@ def make_view(handler: Handler) -> Callable[..., Any]:
     def omnichannel_view(request: Any, **_: Any) -> HttpResponse:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit:
-            response = too_large(limit)
+            response = too_large(handler, limit)
         else:
             headers = list(request.headers.items())
             query = request.META.get("QUERY_STRING", "")

@@ -25,7 +25,7 @@ def make_view(handler: Handler) -> Any:
     def omnichannel_view(**_: Any) -> flask.Response:
         req = flask.request
         if (req.content_length or 0) > limit:
-            response = too_large(limit)
+            response = too_large(handler, limit)
         else:
             body = req.get_data(cache=False)
             query = req.query_string.decode("latin-1")

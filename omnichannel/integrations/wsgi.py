@@ -56,7 +56,7 @@ class WSGIApp:
         except ValueError:
             return Response.error(400, "Content-Length is not a number.")
         if length > self.max_body:
-            return too_large(self.max_body)
+            return too_large(self.handler, self.max_body)
         body = environ["wsgi.input"].read(length) if length > 0 else b""
         headers = [
             (key[5:].replace("_", "-").title(), value)
