@@ -1,15 +1,17 @@
-"""Throughput of ``omnichannel serve`` with the SQLite store against the memory store, under a
-local load generator (threads posting distinct deliveries over keep-alive-less HTTP)."""
+"""``omnichannel serve`` under ``wrk -c50`` with the SQLite store and an echo bot replying to a
+local keep-alive sink: messages acknowledged per second against replies delivered per second,
+how long the outbox takes to empty after the load stops, and the acknowledgement latency (p50,
+p99). Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``)."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +19,27 @@ from pathlib import Path
 import requests
 
 from benchmarks.run import table
-from omnichannel.testing import RecordingChannelServer, text_event
+from omnichannel.testing import RecordingChannelServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
+PATH = f"/connector/omnichannel/omnichannel_message/{TOKEN}/bot_api_webhook"
+
+# every request a new delivery (thread id + counter), 500 chats
+_WRK_SCRIPT = """
+local counter = 0
+local prefix = "t"
+function setup(thread)
+  thread:set("prefix", "t" .. tostring(math.random(1, 1000000000)))
+end
+request = function()
+  counter = counter + 1
+  local body = '{"event":"new_message","chat_id":' .. (counter % 500) ..
+    ',"visitor":{"id":"v-1","fields":{"name":"Ann"}},"message":{"id":"' .. prefix .. '-' ..
+    counter .. '","kind":"visitor","text":"hello ' .. counter .. '"}}'
+  return wrk.format("POST", "__PATH__", {["Content-Type"] = "application/json"}, body)
+end
+"""
 
 
 def _free_port() -> int:
@@ -31,69 +50,94 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _throughput(store: str, channel_url: str, seconds: float = 5.0, clients: int = 8) -> float:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "omnichannel", "serve", "--port", str(port), "--token", TOKEN,
-         "--channel-url", channel_url, "--store", store, "--log-level", "WARNING"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    url = f"{base}/connector/omnichannel/omnichannel_message/{TOKEN}/bot_api_webhook"
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT.replace("__PATH__", PATH))
     try:
-        for _ in range(100):
-            try:
-                if requests.get(base + "/healthz", timeout=0.5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        done = [0] * clients
-        stop = time.monotonic() + seconds
-
-        def client(n: int) -> None:
-            i = 0
-            with requests.Session() as http:
-                while time.monotonic() < stop:
-                    body = json.dumps(
-                        text_event("hi", chat_id=n * 1000 + i % 50, message_id=f"{n}-{i}")
-                    )
-                    if http.post(url, data=body, timeout=10).status_code == 200:
-                        done[n] += 1
-                    i += 1
-
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return sum(done) / (time.monotonic() - started)
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             url],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        ).stdout  # fmt: skip
     finally:
-        process.send_signal(signal.SIGTERM)
+        os.unlink(script.name)
+    found: dict[str, float] = {}
+    total = re.search(r"(\d+) requests in ([\d.]+)s", out)
+    assert total, out
+    found["requests"] = float(total.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    found["non2xx"] = float(non2xx.group(1)) if non2xx else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        found[f"p{pct}"] = _ms(m.group(1), m.group(2))
+    return found
+
+
+def bench_serve(seconds: int = 10, connections: int = 50) -> bool:
+    """Acknowledged vs delivered per second, outbox drain time, ack latency, under wrk -c50."""
+    if shutil.which("wrk") is None:
+        print("serve: wrk is not installed (apt-get install wrk); skipped")
+        return True
+    with RecordingChannelServer() as sink, tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        store = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "omnichannel", "serve", "--port", str(port), "--token", TOKEN,
+             "--channel-url", sink.channel_url, "--store", store, "--log-level", "WARNING",
+             "--max-pending", "1000000"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def bench_serve() -> bool:
-    """Acknowledged deliveries per second: ``serve --store sqlite`` vs ``--store memory``."""
-    target = 0.7
-    with RecordingChannelServer() as channel, tempfile.TemporaryDirectory() as tmp:
-        memory = _throughput("memory://", channel.channel_url)
-        sqlite = _throughput(f"sqlite:///{Path(tmp) / 'bench.db'}", channel.channel_url)
-    ratio = sqlite / memory
-    verdict = "ok" if ratio >= target else "MISS"
-    print("omnichannel serve throughput (echo bot, 8 client threads, 5 s each, one run)")
+            for _ in range(100):
+                try:
+                    if requests.get(base + "/healthz", timeout=0.5).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            started = time.monotonic()
+            result = _wrk(base + PATH, seconds, connections)
+            load_time = time.monotonic() - started
+            acked = result["requests"] - result["non2xx"]
+            delivered_during = len(sink.calls)
+            drain_started = time.monotonic()
+            while len(sink.calls) < acked and time.monotonic() - drain_started < 120:
+                time.sleep(0.05)
+            drain = time.monotonic() - drain_started
+            delivered = len(sink.calls)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    ack_rate = acked / load_time
+    deliver_rate = delivered_during / load_time
+    ok_rate = deliver_rate >= ack_rate * 0.95
+    ok_drain = drain <= 5.0 and delivered >= acked
+    ok_p99 = result["p99"] <= 20.0
+    print(f"omnichannel serve, SQLite store, echo bot, wrk -t2 -c{connections} -d{seconds}s")
     print(
         table(
             [
-                ("memory req/s", "sqlite req/s", "ratio", f"target ≥ {target}"),
-                (f"{memory:.0f}", f"{sqlite:.0f}", f"{ratio:.2f}", verdict),
+                ("measure", "value", "target", "verdict"),
+                ("acknowledged/s", f"{ack_rate:.0f}", "", ""),
+                ("delivered/s (during load)", f"{deliver_rate:.0f}", "≥ acknowledged/s",
+                 "ok" if ok_rate else "MISS"),
+                ("delivered / acknowledged", f"{deliver_rate / ack_rate:.2f}", "≥ 0.95", ""),
+                ("outbox empty after load (s)", f"{drain:.1f}", "≤ 5", "ok" if ok_drain else "MISS"),
+                ("ack latency p50 (ms)", f"{result['p50']:.1f}", "", ""),
+                ("ack latency p99 (ms)", f"{result['p99']:.1f}", "≤ 20", "ok" if ok_p99 else "MISS"),
+                ("non-2xx answers", f"{result['non2xx']:.0f}", "0", ""),
             ]
         )
-    )
-    return ratio >= target
+    )  # fmt: skip
+    return ok_rate and ok_drain and ok_p99
 
 
 SUITES: dict[str, Callable[[], bool]] = {"serve": bench_serve}

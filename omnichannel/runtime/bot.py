@@ -19,6 +19,7 @@ from omnichannel.models import (
     TextReply,
 )
 from omnichannel.protocol import agent_text, channel_variables
+from omnichannel.runtime.outbox import current_turn_id
 
 __all__ = ["Bot", "Channel", "HandlerResult", "Turn", "to_outbound"]
 
@@ -78,6 +79,8 @@ class Turn:
         text: the text the agent sees (:func:`omnichannel.agent_text`).
         chat_id: the chat to answer in.
         replies: what this turn has sent so far.
+        id: the turn's id in the inbox, the same when a turn is run again after a crash (an
+            idempotency key for calls your handler makes); ``None`` outside the runtime.
     """
 
     def __init__(self, event: Event, message: InboundMessage, channel: Channel) -> None:
@@ -88,6 +91,7 @@ class Turn:
         self.text: str | None = agent_text(message)
         self.replies: list[OutboundMessage] = []
         self.handed_over = False
+        self.id: str | None = current_turn_id()
 
     @cached_property
     def variables(self) -> dict[str, str | None]:
@@ -95,7 +99,8 @@ class Turn:
         return channel_variables(self.event)
 
     def reply(self, *messages: Reply) -> None:
-        """Send messages to the visitor now (queued durably, delivered in order)."""
+        """Send messages to the visitor: collected, and stored with the turn's completion (so a
+        turn run again after a crash never sends them twice), then delivered in order."""
         out = to_outbound(messages)
         if out:
             self.replies.extend(out)

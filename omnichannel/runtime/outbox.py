@@ -25,7 +25,7 @@ from omnichannel.errors import DeliveryError
 from omnichannel.runtime.stores.base import OUTBOX, QueueItem, Store, new_owner_id
 from omnichannel.runtime.workers import QueueConsumer, RateLimitedLog, retry_store_call
 
-__all__ = ["Deliver", "Outbox", "ReplyBatch"]
+__all__ = ["Deliver", "Outbox", "ReplyBatch", "current_turn_id"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ class ReplyBatch:
 _BATCH: contextvars.ContextVar[ReplyBatch | None] = contextvars.ContextVar(
     "omnichannel_reply_batch", default=None
 )
+
+
+def current_turn_id() -> str | None:
+    """The id of the turn running in this context (``None`` outside a turn)."""
+    batch = _BATCH.get()
+    return batch.turn_id if batch is not None else None
 
 
 class Outbox:
