@@ -15,6 +15,8 @@ import pytest
 import requests
 
 from omnichannel import Bot, Button, Connector, DeliveryError, Keyboard, Runtime, Turn
+from omnichannel.errors import NotSupported
+from omnichannel.models import NewMessageEvent, OutboundMessage, TextMessage
 from omnichannel.omnidesk import (
     Case,
     CaseHandover,
@@ -28,6 +30,7 @@ from omnichannel.omnidesk import (
     parse_staff_reply,
 )
 from omnichannel.runtime.http import Request
+from omnichannel.runtime.stores import MemoryStore, QueueItem, StateSnapshot
 from omnichannel.testing import FakeOmnidesk, RecordingChannelServer
 from omnichannel.testing.events import dumps, text_event
 from omnichannel.testing.omnidesk import WebhookServer
@@ -704,4 +707,149 @@ def test_direct_request_without_http_is_handled_too(
     assert fake.staff_texts(case_id) == ["You said: ping"]
     response = channel.handle(Request("GET", f"/hooks/{SECRET}"))
     assert response.status == 405
+    too_big = b"x" * (channel.max_body + 1)
+    assert channel.handle(Request("POST", f"/hooks/{SECRET}", {}, too_big)).status == 413
+    assert channel.handle(Request("POST", "/hooks/guess", {}, too_big)).status == 403
+    assert fake.staff_texts(case_id) == ["You said: ping"]
     channel.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the durable inbox: a 200 only for what is stored
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose inbox admission fails while ``down`` (the injected fault)."""
+
+    down = False
+
+    def inbox_admit(self, item: QueueItem, dedupe_key: str | None, ttl: float) -> bool:
+        if self.down:
+            raise ConnectionError("store unavailable (injected fault)")
+        return super().inbox_admit(item, dedupe_key, ttl)
+
+
+def test_a_rule_post_is_answered_200_only_once_its_turn_is_stored(
+    fake: FakeOmnidesk, client: OmnideskClient
+) -> None:
+    store = MemoryStore()
+    front = OmnideskChannel(
+        echo_bot(), client=client, secret=SECRET, runtime=Runtime(store=store, background=False)
+    )
+    case_id = fake.open_case("Where is my order?")
+    with WebhookServer(front.handle) as server:
+        answer = fake.fire_rule(server.url_for(front.webhook_path), case_id, new_case=True)
+        assert (answer.status_code, answer.json()) == (200, {"result": "ok"})
+        assert store.pending("inbox") == 1  # stored before the 200, not run here
+        assert fake.calls == [] and fake.staff_texts(case_id) == []
+    # another process on the same store (here: a second runtime) runs the turn
+    worker = OmnideskChannel(
+        echo_bot(), client=client, secret=SECRET, runtime=Runtime(store=store, inline=True)
+    )
+    assert worker.drain(10)
+    assert fake.staff_texts(case_id) == ["You said: Where is my order?"]
+    assert (store.pending("inbox"), store.pending("outbox")) == (0, 0)
+    worker.close()
+    front.close()
+
+
+def test_a_store_outage_answers_503_with_retry_after_and_the_retry_runs_once(
+    fake: FakeOmnidesk, client: OmnideskClient
+) -> None:
+    store = FlakyStore()
+    channel = OmnideskChannel(
+        echo_bot(),
+        client=client,
+        secret=SECRET,
+        runtime=Runtime(store=store, inline=True, retry_after=7),
+    )
+    case_id = fake.open_case("Hello")
+    with WebhookServer(channel.handle) as server:
+        url = server.url_for(channel.webhook_path)
+        store.down = True
+        answer = fake.fire_rule(url, case_id, new_case=True)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
+        assert store.pending("inbox") == 0 and fake.staff_texts(case_id) == []
+        store.down = False
+        assert fake.fire_rule(url, case_id, new_case=True).status_code == 200  # the retry
+        assert fake.fire_rule(url, case_id, new_case=True).status_code == 200  # and a repeat
+    assert fake.staff_texts(case_id) == ["You said: Hello"]
+    channel.close()
+
+
+def test_a_store_outage_refuses_staff_replies_until_it_is_back(fake: FakeOmnidesk) -> None:
+    store = FlakyStore()
+    replies: list[StaffReply] = []
+    channel_key = fake.add_custom_channel("My app")
+    desk = CustomChannel(
+        fake.client(), channel_key, secret=DESK_SECRET, on_reply=replies.append, store=store
+    )  # background workers: the handler runs after the answer
+    with WebhookServer(desk.handle) as server:
+        url = server.url_for(desk.webhook_path)
+        body = {"type": "message_new", "object": {"message_id": 9, "case_id": 5, "content": "x"}}
+        store.down = True
+        answer = requests.post(url, json=body, timeout=5)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        store.down = False
+        assert requests.post(url, json=body, timeout=5).status_code == 200
+        assert requests.post(url, json=body, timeout=5).status_code == 200
+        assert desk.drain(10)
+    assert [(r.message_id, r.content) for r in replies] == [(9, "x")]
+    desk.close()
+
+
+class SlowStateStore(MemoryStore):
+    """State reads take a moment, as over a network: a read-modify-write without
+    compare-and-set would lose concurrent updates."""
+
+    def load_state(self, key: str) -> StateSnapshot:
+        snapshot = super().load_state(key)
+        time.sleep(0.001)
+        return snapshot
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        value = super().get_state(key)
+        time.sleep(0.001)
+        return value
+
+
+class StubChannel:
+    """A visitor-side channel that records what the bot sends."""
+
+    name = "stub"
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+
+    def send(self, chat_id: Any, messages: Any) -> None:
+        self.sent.extend(messages)
+
+    def handover(self, turn: Turn, **params: Any) -> None:
+        raise NotSupported("stub")
+
+
+def test_concurrent_transcript_updates_lose_no_line(fake: FakeOmnidesk) -> None:
+    runtime = Runtime(store=SlowStateStore(), inline=True)
+    desk = CustomChannel(fake.client(), "cch1", secret=DESK_SECRET, runtime=runtime)
+    bridge = CustomChannelBridge(desk, max_transcript_lines=1000)
+    bot = bridge.wrap(echo_bot())
+    channel = StubChannel()
+
+    def visitor(n: int) -> None:
+        for i in range(10):
+            event = NewMessageEvent(chat_id=42, message=TextMessage(text=f"v{n} m{i}"))
+            bot(Turn(event, event.message, channel))
+
+    threads = [threading.Thread(target=visitor, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    lines = bridge.transcript("stub", 42)
+    expected = {f"v{n} m{i}" for n in range(4) for i in range(10)}
+    assert sorted(line.text for line in lines if line.sender == "visitor") == sorted(expected)
+    assert sorted(line.text for line in lines if line.sender == "bot") == sorted(
+        f"You said: {text}" for text in expected
+    )
+    assert len(channel.sent) == 40
+    runtime.close()

@@ -27,6 +27,7 @@ import attrs
 import requests
 
 from omnichannel.channels.omnidesk import CASE_STATUSES, OmnideskClient
+from omnichannel.integrations import body_limit
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.sending import RetryPolicy
 from omnichannel.testing.server import LocalServer
@@ -759,11 +760,13 @@ class WebhookServer(LocalServer):
 
     def __init__(self, handler: Callable[[Request], Response], *, port: int = 0) -> None:
         super().__init__(port=port)
-        self.handler = handler
+        self.callback = handler
+        # a channel's bound ``handle``: the server refuses bodies over the channel's max_body
+        self.max_body = body_limit(getattr(handler, "__self__", handler))
 
     def handle(self, request: Request) -> Response:
         """Pass the request to the handler."""
-        return self.handler(request)
+        return self.callback(request)
 
     def url_for(self, path: str) -> str:
         """``http://127.0.0.1:{port}{path}``."""
