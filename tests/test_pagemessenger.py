@@ -13,7 +13,14 @@ import attrs
 import pytest
 import requests
 
-from omnichannel import Connector, DeliveryError, MemoryStore, PayloadError, RetryPolicy
+from omnichannel import (
+    Connector,
+    DeliveryError,
+    MemoryStore,
+    PayloadError,
+    RetryPolicy,
+    Runtime,
+)
 from omnichannel.pagemessenger import (
     DEFAULT_HANDOVER_TEXT,
     AIMessageType,
@@ -430,6 +437,36 @@ def test_repeated_and_unknown_webhooks(
     assert fake.post_webhook(user_echo).status == 200
     assert stack.bridge.drain(5)
     assert channel_server.texts() == ["only once"]
+
+
+def test_an_overloaded_bridge_answers_503_with_retry_after(
+    fake: FakePageMessenger, channel_server: RecordingChannelServer
+) -> None:
+    overloaded = Runtime(max_pending=0, retry_after=7)
+    built = make_stack(fake, channel_server, runtime=overloaded)
+    try:
+        built.bridge.start()
+        built.post_event(text_event("hi", chat_id=6))
+        [received] = fake.wait_for_messages(1)
+        [call] = fake.wait_for_webhooks(1)
+        assert call.status == 503, "the AI's answer is refused, not acknowledged and dropped"
+
+        answer = fake.ai_payload(received, message_text="later")
+        refused = requests.post(built.webhook_url, json=answer, timeout=5)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "7"
+        assert overloaded.store.pending("inbox") == 0
+        assert channel_server.calls == []
+
+        overloaded.max_pending = 100  # the backlog cleared: the platform's retry is taken
+        accepted = requests.post(built.webhook_url, json=answer, timeout=5)
+        assert (accepted.status_code, accepted.json()) == (200, {"result": "ok"})
+        channel_server.wait_for(1)
+        assert channel_server.texts(6) == ["later"]
+    finally:
+        built.app.stop()
+        built.bridge.close(timeout=5)
+        built.connector.close(timeout=5)
 
 
 # --- secrets -----------------------------------------------------------------------------------

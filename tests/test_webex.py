@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -14,22 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from omnichannel import (
-    BackgroundRunner,
     Bot,
     Button,
     ButtonPress,
     FileMessage,
     Keyboard,
+    MemoryStore,
     NewMessageEvent,
     PayloadError,
+    QueueItem,
     Request,
     Response,
     Runtime,
     TextReply,
     Turn,
 )
+from omnichannel.runtime.stores import StateSnapshot
 from omnichannel.testing.webex import (
     FakeWebexConnect,
     WebexDelivery,
@@ -314,7 +318,7 @@ def test_a_malformed_body_gets_a_4xx_and_does_not_count_toward_deactivation() ->
 
 
 def test_an_overloaded_bot_never_causes_five_consecutive_failures() -> None:
-    refusing = Runtime(runner=BackgroundRunner(1, max_pending=0))
+    refusing = Runtime(max_pending=0)
     with running(echo_bot(), runtime=refusing, fake={"time_factor": 0.0005}) as (webex, _):
         for i in range(3):
             delivery = webex.send_message("conv-o", f"m{i}").wait(10)
@@ -322,6 +326,144 @@ def test_an_overloaded_bot_never_causes_five_consecutive_failures() -> None:
             assert [a.status for a in delivery.attempts] == [503, 503, 200]
         assert webex.active
         assert webex.peak_consecutive_failures == 2
+
+
+def test_an_event_is_answered_only_once_it_is_stored() -> None:
+    store = MemoryStore()
+    with FakeWebexConnect(TOKEN) as webex:
+        # a webhook front-end that only admits turns (``omnichannel worker`` would run them)
+        front = WebexConnectBot(
+            echo_bot(), webex.webhook_url, TOKEN, runtime=Runtime(store=store, background=False)
+        )
+        event = json.dumps(incoming_message_event("conv-s", "kept", message_id="m-s")).encode()
+        answer = front.handle(Request("POST", "/webex", body=event))
+        assert (answer.status, answer.text) == (200, TOKEN)
+        assert store.pending("inbox") == 1, "the 200 came after the turn was stored"
+        assert store.pending("outbox") == 0
+        assert webex.events == [], "nothing was sent before a worker ran the turn"
+        assert front.handle(Request("POST", "/webex", body=event)).status == 200
+        assert store.pending("inbox") == 1, "a redelivery is not stored twice"
+
+        # another process (another runtime on the same store) runs it
+        worker = WebexConnectBot(
+            echo_bot(), webex.webhook_url, TOKEN, runtime=Runtime(store=store, outbox_backoff=0.05)
+        )
+        worker.start()
+        assert worker.drain(10)
+        assert webex.texts("conv-s") == ["echo: kept"]
+        assert store.pending("inbox") == 0
+        worker.close()
+        front.close()
+
+
+class DownStore(MemoryStore):
+    """A store whose inbox cannot take anything while ``down`` (the fault under test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def inbox_admit(self, item: QueueItem, dedupe_key: str | None, ttl: float) -> bool:
+        if self.down:
+            raise OSError("disk full")
+        return super().inbox_admit(item, dedupe_key, ttl)
+
+
+def test_a_store_outage_gets_capped_503s_with_retry_after(caplog: pytest.LogCaptureFixture) -> None:
+    store = DownStore()
+    adapter = WebexConnectBot(
+        echo_bot(),
+        "http://127.0.0.1:9/events/X",
+        TOKEN,
+        runtime=Runtime(store=store, background=False, retry_after=30),
+        max_consecutive_refusals=2,
+    )
+
+    def post(message_id: str) -> Response:
+        event = incoming_message_event("conv-down", "hi", message_id=message_id)
+        return adapter.handle(Request("POST", "/webex", body=json.dumps(event).encode()))
+
+    answers = [post(f"m-{i}") for i in range(4)]
+    assert [a.status for a in answers] == [503, 503, 200, 503]
+    for refusal in (answers[0], answers[1], answers[3]):
+        assert refusal.headers["Retry-After"] == "30"
+        assert "error" in json.loads(refusal.body)
+    assert answers[2].text == TOKEN, "the third is acknowledged so the webhook stays on"
+    assert any(r.levelno >= logging.ERROR for r in caplog.records), "the loss is logged"
+    assert store.pending("inbox") == 0
+
+    store.down = False
+    assert post("m-3").status == 200, "a retry is stored once the store is back"
+    assert store.pending("inbox") == 1
+    adapter.close()
+
+
+def test_concurrent_conversation_updates_lose_nothing() -> None:
+    class SlowReads(MemoryStore):
+        def load_state(self, key: str) -> StateSnapshot:
+            snapshot = super().load_state(key)
+            time.sleep(0.001)  # widens every read-modify-write window
+            return snapshot
+
+    store = SlowReads()
+    adapter = WebexConnectBot(
+        echo_bot(),
+        "http://127.0.0.1:9/events/X",
+        TOKEN,
+        runtime=Runtime(store=store, background=False),
+        keep_copies=1000,
+    )
+    adapter.hand_over("conv-t", queue="billing")
+    start = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def copies(thread: int) -> None:
+        start.wait()
+        for n in range(10):
+            event = incoming_message_event("conv-t", f"{thread}-{n}", message_id=f"m-{thread}-{n}")
+            try:
+                adapter.process({"body": json.dumps(event)})
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+    def keyboard() -> None:
+        start.wait()
+        menu = Keyboard(text="Pick", buttons=[Button(id="a", text="Apples")])
+        for _ in range(10):
+            adapter.send("conv-t", [menu])
+
+    threads = [threading.Thread(target=copies, args=(i,)) for i in range(4)]
+    threads.append(threading.Thread(target=keyboard))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    record = adapter.conversation("conv-t")
+    assert record is not None
+    assert record.handed_over
+    assert record.handover_params == {"queue": "billing"}
+    assert sorted(c["message"] for c in record.copies) == sorted(
+        f"{t}-{n}" for t in range(4) for n in range(10)
+    )
+    state = store.get_state("webex:webex:conversation:conv-t")
+    assert state is not None
+    assert state["keyboard"] == [["a", "Apples"]]
+    adapter.close(0)  # the queued replies have no worker to deliver them here
+
+
+def test_a_body_over_max_body_is_malformed_not_413() -> None:
+    adapter = WebexConnectBot(
+        echo_bot(), "http://127.0.0.1:9/events/X", TOKEN, inline=True, max_body=64
+    )
+    event = json.dumps(incoming_message_event("conv-big", "x" * 100)).encode()
+    direct = adapter.handle(Request("POST", "/webex", body=event))
+    assert direct.status == 400
+    assert "larger than 64 bytes" in json.loads(direct.body)["error"]
+    with WebhookServer(adapter.handle) as server:
+        served = requests.post(server.endpoint, data=event, timeout=5)
+        assert served.status_code == 400, "the server applies the adapter's own answer"
+    adapter.close()
 
 
 def test_the_fake_switches_the_webhook_off_after_five_consecutive_failures() -> None:

@@ -238,9 +238,19 @@ class WebexDelivery:
 # servers
 
 
-def _listen_wide(server: LocalServer, backlog: int) -> None:
-    # socketserver listens with a backlog of 5: a burst of events would wait for SYN retries
-    server._server.socket.listen(backlog)
+class _Served:
+    """A ``handle(Request) -> Response`` callable as a handler. When it is an adapter's bound
+    ``handle``, the adapter's ``max_body`` and ``too_large`` apply, as they would in an app."""
+
+    def __init__(self, handle: Callable[[Request], Response]) -> None:
+        self._handle = handle
+        owner = getattr(handle, "__self__", None)
+        self.max_body: Any = getattr(owner, "max_body", None)
+        self.too_large: Any = getattr(owner, "too_large", None)
+
+    def handle(self, request: Request) -> Response:
+        """Call the served callable."""
+        return self._handle(request)
 
 
 class WebhookServer(LocalServer):
@@ -260,19 +270,13 @@ class WebhookServer(LocalServer):
         port: int = 0,
         backlog: int = 256,
     ) -> None:
-        super().__init__(port=port)
-        self.handler = handler
+        super().__init__(_Served(handler), port=port, backlog=backlog)
         self.path = "/" + path.strip("/")
-        _listen_wide(self, backlog)
 
     @property
     def endpoint(self) -> str:
         """The full URL of the served webhook."""
         return self.url + self.path
-
-    def handle(self, request: Request) -> Response:
-        """Delegate to the handler."""
-        return self.handler(request)
 
 
 class FakeWebexConnect(LocalServer):
@@ -320,7 +324,6 @@ class FakeWebexConnect(LocalServer):
         if not verification_token:
             raise ConfigurationError("verification_token must be a non-empty string")
         super().__init__(port=port)
-        _listen_wide(self, 256)
         self.verification_token = verification_token
         self.bot_url = bot_url
         self.service_key = service_key

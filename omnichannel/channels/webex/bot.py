@@ -1,0 +1,627 @@
+"""The Webex Connect generic bot on the webhook pipeline: its status contract (the verification
+token as the acknowledgement, 400 for what can never be read, capped 503s), the conversation
+record it keeps, and the rendering of the bot's replies into ``eventid`` 1001 / 1002 bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+from urllib.parse import unquote, urlsplit
+
+import attrs
+import requests
+
+from omnichannel.channels.webex.client import (
+    EVENT_HANDOVER,
+    EVENT_MESSAGE,
+    MAX_BODY_BYTES,
+    RESERVED_FIELDS,
+    WebexConnectClient,
+    WebexMessage,
+    event_body,
+)
+from omnichannel.channels.webex.events import (
+    WebexDeliveryStatus,
+    WebexIncomingMessage,
+    WebexPostback,
+    WebexUnknownEvent,
+    json_type,
+    looks_like_event,
+    parse_webex_event,
+)
+from omnichannel.codec import decode_json
+from omnichannel.errors import ConfigurationError, PayloadError
+from omnichannel.models import (
+    Button,
+    ButtonPress,
+    ChatId,
+    FileInfo,
+    FileMessage,
+    InboundMessage,
+    Keyboard,
+    NewMessageEvent,
+    OutboundMessage,
+    TextMessage,
+    TextReply,
+    Visitor,
+    VisitorFields,
+)
+from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
+from omnichannel.runtime.http import Request, Response
+from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
+from omnichannel.runtime.sending import RetryPolicy
+from omnichannel.runtime.stores import update_state
+from omnichannel.text import numbered_list, plain_text, split_text
+
+__all__ = [
+    "AckFormat",
+    "CopiedMessageHandler",
+    "DeliveryStatusHandler",
+    "KeyboardRenderer",
+    "WebexConnectBot",
+    "WebexConversation",
+]
+
+log = logging.getLogger(__name__)
+
+AckFormat = Union[Literal["text", "json"], Callable[[str], Response]]
+"""How the verification token is returned: as the body, as ``{"token": …}``, or ``fn(token)``."""
+
+DeliveryStatusHandler = Callable[[WebexDeliveryStatus], None]
+CopiedMessageHandler = Callable[[WebexIncomingMessage], None]
+KeyboardRenderer = Callable[[Keyboard], Mapping[str, Any]]
+
+_NUMBER = re.compile(r"\s*(\d{1,3})\s*[.)]?\s*")
+_EMPTY: Mapping[str, Any] = {}
+
+
+@attrs.frozen(kw_only=True)
+class WebexConversation:
+    """What the adapter keeps about one conversation id (until the bot closes it).
+
+    ``copies`` are the messages Webex Connect copied to the bot that it did not answer (after a
+    handover, or of a non-BOT conversation type), newest last, at most ``keep_copies``.
+    """
+
+    conversation_id: str
+    channel: str | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    handed_over: bool = False
+    handed_over_at: float | None = None
+    handover_params: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    copies: tuple[Mapping[str, Any], ...] = ()
+
+
+def _body_text(body: bytes) -> str:
+    # decode_json accepted it, so it is JSON in UTF-8, -16 or -32 (RFC 8259 detection)
+    return body.decode(json.detect_encoding(body))
+
+
+class WebexConnectBot(WebhookChannel):
+    """A :class:`~omnichannel.Bot` as a Webex Connect generic-bot integration.
+
+    ``handle(request)`` stores each valid event in the runtime's durable inbox (with its dedupe
+    mark) and only then answers with the verification token, well inside Webex Connect's five
+    seconds; a worker runs the bot afterwards (through the :class:`~omnichannel.Runtime`), and a
+    redelivered ``Messageid`` is processed once. Texts reach ``@bot.on_text``, media
+    ``@bot.on_file``, postbacks (and numbered answers to a keyboard) ``@bot.on_button``; delivery
+    statuses go to ``on_delivery_status``. The bot gets the SDK's own
+    :class:`~omnichannel.NewMessageEvent` (``chat_id`` = the conversation id) so it stays
+    channel-agnostic.
+
+    Status contract of ``handle``:
+
+    - **200** with the acknowledgement (the token): a valid event once it is stored (new), or a
+      repeated one, or one of an unknown kind; a verification request (empty body, an object
+      without event fields, GET, HEAD).
+    - **400** (``malformed_status``) with ``{"error": …}`` naming the field: not JSON, not an
+      object, a required field missing or of the wrong type, a body over ``max_body``.
+    - **404** for another path than ``path`` (when set); **405** with ``Allow: POST, GET, HEAD``
+      for another method.
+    - **503** with ``{"error": …}`` and ``Retry-After``: the event cannot be stored now (the
+      inbox holds ``max_pending`` turns, the store is down, an internal error), at most
+      ``max_consecutive_refusals`` times in a row. The next such event is answered 200: it is
+      admitted over the bound when the store works, and lost (logged as an error) only when the
+      store itself is down. Every acknowledgement starts the count again.
+
+    Why 400: Webex Connect documents 400 among the statuses it does not retry, so a body it can
+    never accept is refused once instead of five times in a row, and 503s are capped so the
+    adapter is never the cause of five consecutive failures (which switch the webhook off).
+
+    Args:
+        bot: the bot (an echo bot when ``None``).
+        webhook_url: the webhook URL Webex Connect generated for the integration (replies are
+            posted there), or give ``client``.
+        verification_token: the integration's verification token (returned in every answer).
+        service_key: sent as the ``key`` header with every reply when set.
+        ack_format: ``"text"`` (the token as the body, ``text/plain``), ``"json"``
+            (``{"token": …}``) or ``fn(token) -> Response``.
+        path: when set, other paths get 404.
+        max_body: inbound bodies over this many bytes are refused (``malformed_status``).
+        malformed_status: the 4xx for a malformed body (400 by default).
+        max_consecutive_refusals: 503s answered in a row before an event is acknowledged
+            anyway.
+        message_eventid, handover_eventid: the ``eventid`` of a message and of the handover.
+        close_eventid: when set, :meth:`close_conversation` sends it.
+        message_type: the ``Messagetype`` of text replies.
+        custom_params: custom params added to every event the bot sends.
+        render_keyboard: ``fn(keyboard) -> fields`` merged into a 1001 body instead of the
+            numbered text list (a channel's rich payload).
+        numbered_choices: map a numbered answer (or a label) to the last keyboard's button.
+        handover_text: sent as a message just before the handover event.
+        on_delivery_status: called (in a worker) with every delivery status.
+        on_copied_message: called (in a worker) with each message recorded but not answered.
+        keep_copies: how many unanswered copies :meth:`conversation` keeps per conversation.
+        strip_markdown: send markdown as plain text.
+        max_message_length: split longer texts into several messages (``None``: never).
+        max_reply_bytes: reply bodies over this are refused before sending.
+        client, session, retry: the outbound client, or what to build it with.
+        runtime, store, inline, runtime_options: as for :class:`~omnichannel.Connector`
+            (``inline=True`` runs the bot before answering: tests only, never with the
+            real Webex Connect and its 5 s limit).
+        name: distinguishes several integrations sharing one runtime (the store's destination
+            is ``webex:{name}``).
+    """
+
+    kind = "webex"
+    allowed_methods = ("POST", "GET", "HEAD")
+
+    def __init__(
+        self,
+        bot: Bot | None,
+        webhook_url: str | None,
+        verification_token: str,
+        service_key: str | None = None,
+        *,
+        ack_format: AckFormat = "text",
+        path: str | None = None,
+        max_body: int = 1 << 20,
+        malformed_status: int = 400,
+        max_consecutive_refusals: int = 2,
+        message_eventid: str = EVENT_MESSAGE,
+        handover_eventid: str = EVENT_HANDOVER,
+        close_eventid: str | None = None,
+        message_type: str = "text",
+        custom_params: Mapping[str, Any] | None = None,
+        render_keyboard: KeyboardRenderer | None = None,
+        numbered_choices: bool = True,
+        handover_text: str | None = None,
+        on_delivery_status: DeliveryStatusHandler | None = None,
+        on_copied_message: CopiedMessageHandler | None = None,
+        keep_copies: int = 50,
+        strip_markdown: bool = True,
+        max_message_length: int | None = None,
+        max_reply_bytes: int = MAX_BODY_BYTES,
+        client: WebexConnectClient | None = None,
+        session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        runtime: Runtime | None = None,
+        store: Any = None,
+        inline: bool = False,
+        name: str = "webex",
+        **runtime_options: Any,
+    ) -> None:
+        if not verification_token:
+            raise ConfigurationError("verification_token must be a non-empty string")
+        if not 400 <= malformed_status < 500:
+            raise ConfigurationError("malformed_status must be a 4xx status")
+        if ack_format not in ("text", "json") and not callable(ack_format):
+            raise ConfigurationError('ack_format must be "text", "json" or a callable')
+        for key in custom_params or {}:
+            if key in RESERVED_FIELDS:
+                raise ConfigurationError(
+                    f"custom param {key!r} collides with a field the adapter sets"
+                )
+        if client is None:
+            if webhook_url is None:
+                raise ConfigurationError("give webhook_url (or a ready client)")
+            client = WebexConnectClient(
+                webhook_url, service_key, session, retry=retry, max_body_bytes=max_reply_bytes
+            )
+        self.bot = bot if bot is not None else Bot()
+        self.client = client
+        self.ack_format = ack_format
+        self.path = path.rstrip("/") if path else None
+        self.max_body = max_body
+        self.malformed_status = malformed_status
+        self.max_consecutive_refusals = max(0, max_consecutive_refusals)
+        self.message_eventid = message_eventid
+        self.handover_eventid = handover_eventid
+        self.close_eventid = close_eventid
+        self.message_type = message_type
+        self.custom_params: Mapping[str, Any] = dict(custom_params or {})
+        self.render_keyboard = render_keyboard
+        self.numbered_choices = numbered_choices
+        self.handover_text = handover_text
+        self.on_delivery_status = on_delivery_status
+        self.on_copied_message = on_copied_message
+        self.keep_copies = keep_copies
+        self.strip_markdown = strip_markdown
+        self.max_message_length = max_message_length
+        self._token = verification_token
+        self._refusals = 0
+        self._lock = threading.Lock()
+        self._attach(runtime, name, store=store, inline=inline, **runtime_options)
+
+    def __repr__(self) -> str:
+        return f"WebexConnectBot(name={self.name!r}, client={self.client!r})"
+
+    # inbound: the pipeline's hooks ----------------------------------------------------------
+    def route(self, request: Request) -> Response | None:
+        """404 for another path than ``path`` (when set)."""
+        if self.path is not None and request.path.rstrip("/") != self.path:
+            return Response.error(404, "Not found.")
+        return None
+
+    def verify(self, request: Request) -> Response | None:
+        """A GET or HEAD is a verification request: answered with the token."""
+        if request.method in ("GET", "HEAD"):
+            return self._acknowledge()
+        return None
+
+    def too_large(self) -> Response:
+        """A body over ``max_body`` is malformed (``malformed_status``: 413 would be retried)."""
+        return self._malformed(f"body is larger than {self.max_body} bytes")
+
+    def parse(self, request: Request) -> list[Delivery] | Response:
+        """One delivery per event; a verification request or a malformed body is answered now."""
+        body = request.body
+        if not body.strip():
+            log.info("webex: empty POST answered as a verification request")
+            return self._acknowledge()
+        try:
+            data = decode_json(body)
+            if not isinstance(data, Mapping):
+                raise PayloadError("", f"body must be a JSON object, got {json_type(data)}")
+            if not looks_like_event(data):
+                log.info("webex: POST without event fields answered as a verification request")
+                return self._acknowledge()
+            event = parse_webex_event(data)
+        except PayloadError as exc:
+            return self._malformed(str(exc))
+        if isinstance(event, WebexUnknownEvent):
+            log.info("webex: event %r acknowledged and ignored", event.event)
+            return []
+        return [
+            Delivery(
+                chat=event.conversation_id,
+                key=self._delivery_key(event),
+                payload={"body": _body_text(body)},
+            )
+        ]
+
+    def acknowledge(self, request: Request, deliveries: Sequence[Delivery]) -> Response:
+        """The verification token (``ack_format``); ends a run of refusals."""
+        return self._acknowledge()
+
+    def unavailable(self, retry_after: int) -> Response | None:
+        """503 + ``Retry-After``, at most ``max_consecutive_refusals`` times in a row.
+
+        Then ``None``: the runtime acknowledges the event anyway (admitted over
+        ``max_pending`` when the store works), so that the adapter never causes the five
+        consecutive failures that switch the webhook off.
+        """
+        with self._lock:
+            refuse = self._refusals < self.max_consecutive_refusals
+            if refuse:
+                self._refusals += 1
+        if refuse:
+            return super().unavailable(retry_after)
+        log.warning(
+            "webex: %d refusals in a row: the next event is acknowledged anyway, so that "
+            "Webex Connect does not switch the webhook off",
+            self.max_consecutive_refusals,
+        )
+        return None
+
+    def internal_error(self) -> Response:
+        """An unexpected error counts as a refusal (503, capped like the others)."""
+        refusal = self.unavailable(self.runtime.retry_after)
+        if refusal is not None:
+            return refusal
+        log.error("webex: an event was acknowledged after an internal error; it is lost")
+        return self._acknowledge()
+
+    def process(self, payload: Mapping[str, Any]) -> None:
+        """Run one stored event: a message or postback through the bot, a status to its hook."""
+        event = parse_webex_event(payload["body"])
+        if isinstance(event, WebexDeliveryStatus):
+            self._delivery_status(event)
+        elif isinstance(event, (WebexIncomingMessage, WebexPostback)):
+            self._process(event)
+
+    def _acknowledge(self) -> Response:
+        with self._lock:
+            self._refusals = 0
+        if callable(self.ack_format):
+            return self.ack_format(self._token)
+        if self.ack_format == "json":
+            return Response.json(200, {"token": self._token})
+        return Response(200, self._token, {"Content-Type": "text/plain; charset=utf-8"})
+
+    def _malformed(self, problem: str) -> Response:
+        log.info("webex: malformed event refused (%d): %s", self.malformed_status, problem)
+        return Response.error(self.malformed_status, f"Malformed Webex Connect event: {problem}")
+
+    def _delivery_key(
+        self, event: WebexIncomingMessage | WebexPostback | WebexDeliveryStatus
+    ) -> str:
+        prefix = f"{self.destination}:{event.conversation_id}"
+        if isinstance(event, WebexIncomingMessage) and event.message_id:
+            return f"{prefix}:{event.message_id}"
+        if isinstance(event, WebexDeliveryStatus) and event.message_id:
+            return f"{prefix}:{event.message_id}:status:{event.delivery_status.lower()}"
+        # no id on the wire (postbacks): a redelivery repeats the body, timestamp included
+        canonical = json.dumps(dict(event.raw), sort_keys=True, ensure_ascii=False, default=str)
+        return f"{prefix}:body:{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+
+    # running an event (in a worker) ---------------------------------------------------------
+    def _delivery_status(self, event: WebexDeliveryStatus) -> None:
+        log.info(
+            "webex: conversation %s: message %s %s",
+            event.conversation_id,
+            event.message_id,
+            event.delivery_status,
+        )
+        if self.on_delivery_status is not None:
+            try:
+                self.on_delivery_status(event)
+            except Exception:
+                log.exception("webex: on_delivery_status raised")
+
+    def _process(self, event: WebexIncomingMessage | WebexPostback) -> None:
+        cid = event.conversation_id
+        outcome: dict[str, Any] = {}
+
+        def change(state: dict[str, Any]) -> None:
+            state["last_seen"] = time.time()
+            if event.channel:
+                state["channel"] = event.channel
+            answered = event.for_bot and not state.get("handed_over")
+            outcome["answered"] = answered
+            outcome["keyboard"] = []
+            if answered:
+                outcome["keyboard"] = state.pop("keyboard", None) or []
+            elif isinstance(event, WebexIncomingMessage):
+                copies = [*state.get("copies", []), _copy_record(event)]
+                state["copies"] = copies[-self.keep_copies :] if self.keep_copies > 0 else []
+
+        self._change_state(cid, change)
+        if not outcome["answered"]:
+            if isinstance(event, WebexIncomingMessage):
+                self._copied(event)
+            else:
+                log.info("webex: conversation %s: postback not for the bot, ignored", cid)
+            return
+        message = self._inbound_message(event, outcome["keyboard"])
+        visitor_extra = {"channel": event.channel} if event.channel else {}
+        inbound = NewMessageEvent(
+            chat_id=cid,
+            visitor=Visitor(id=cid, fields=VisitorFields(extra=visitor_extra)),
+            message=message,
+            raw=event.raw,
+        )
+        self.bot(Turn(inbound, message, self))
+
+    def _inbound_message(
+        self, event: WebexIncomingMessage | WebexPostback, keyboard: list[list[str]]
+    ) -> InboundMessage:
+        if isinstance(event, WebexPostback):
+            payload = event.postback_payload
+            label = next((text for bid, text in keyboard if bid == payload), payload)
+            return ButtonPress(button=Button(id=payload, text=label))
+        url = event.media_url
+        if url is not None:
+            path = unquote(urlsplit(url).path)
+            name = path.rsplit("/", 1)[-1] or None
+            content_type = mimetypes.guess_type(path)[0] if name else None
+            info = FileInfo(id=event.message_id, name=name, content_type=content_type, url=url)
+            return FileMessage(id=event.message_id, file=info)
+        text = event.message or ""
+        if keyboard and self.numbered_choices:
+            button = _choice(text, keyboard)
+            if button is not None:
+                return ButtonPress(id=event.message_id, button=button)
+        return TextMessage(id=event.message_id, text=text)
+
+    def _copied(self, event: WebexIncomingMessage) -> None:
+        log.info(
+            "webex: conversation %s: copied message %s recorded, not answered",
+            event.conversation_id,
+            event.message_id,
+        )
+        if self.on_copied_message is not None:
+            try:
+                self.on_copied_message(event)
+            except Exception:
+                log.exception("webex: on_copied_message raised")
+
+    # conversation state ---------------------------------------------------------------------
+    def _state_key(self, conversation_id: str) -> str:
+        return f"{self.destination}:conversation:{conversation_id}"
+
+    def _change_state(self, conversation_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Read-modify-write of the conversation record (compare-and-set: nothing is lost).
+
+        ``change(state)`` edits the record in place; it runs again on fresh state when another
+        writer got there first, so it must not have other effects.
+        """
+
+        def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+            state = current
+            if state is None:
+                state = {"conversation_id": conversation_id, "first_seen": time.time()}
+            change(state)
+            return state
+
+        update_state(self.runtime.store, self._state_key(conversation_id), apply)
+
+    def conversation(self, conversation_id: str) -> WebexConversation | None:
+        """What is kept about ``conversation_id``, or ``None`` (never seen, or closed)."""
+        state = self.runtime.store.get_state(self._state_key(conversation_id))
+        if state is None:
+            return None
+        return WebexConversation(
+            conversation_id=conversation_id,
+            channel=state.get("channel"),
+            first_seen=state.get("first_seen"),
+            last_seen=state.get("last_seen"),
+            handed_over=bool(state.get("handed_over")),
+            handed_over_at=state.get("handed_over_at"),
+            handover_params=dict(state.get("handover_params") or {}),
+            copies=tuple(state.get("copies") or ()),
+        )
+
+    def resume(self, conversation_id: str) -> None:
+        """Let the bot answer ``conversation_id`` again after a handover (the agent is done)."""
+        self._change_state(conversation_id, lambda state: state.update(handed_over=False))
+
+    def close_conversation(self, conversation_id: str, **params: Any) -> None:
+        """Forget ``conversation_id``; send ``close_eventid`` with ``params`` when configured.
+
+        Webex Connect gives the customer a new conversation id once the bot closed the old one.
+        """
+        if self.close_eventid is not None:
+            self._queue(
+                conversation_id,
+                [event_body(self.close_eventid, conversation_id, self.custom_params, params)],
+            )
+        self.runtime.store.set_state(self._state_key(conversation_id), None)
+
+    # outbound -------------------------------------------------------------------------------
+    @property
+    def webhook_url(self) -> str:
+        """Where replies go (the integration's generated webhook URL)."""
+        return self.client.webhook_url
+
+    def render(self, conversation_id: str, message: OutboundMessage) -> list[dict[str, Any]]:
+        """The ``eventid`` 1001 bodies for one outbound message (keyboards → numbered text)."""
+        cid = str(conversation_id)
+        if isinstance(message, WebexMessage):
+            return [self._message_body(cid, message.text, message.message_type, message.params)]
+        if isinstance(message, TextReply):
+            text = plain_text(message.text) if self.strip_markdown else message.text
+            parts = (
+                split_text(text, self.max_message_length)
+                if self.max_message_length and len(text) > self.max_message_length
+                else [text]
+            )
+            return [self._message_body(cid, part) for part in parts]
+        if isinstance(message, Keyboard):
+            if self.render_keyboard is not None:
+                fields = dict(self.render_keyboard(message))
+                text = str(fields.pop("message", message.text or ""))
+                message_type = fields.pop("Messagetype", None)
+                return [self._message_body(cid, text, message_type, fields)]
+            labels = [button.text for button in message.flat]
+            return [self._message_body(cid, numbered_list(message.text, labels))]
+        # FileLink: Webex bots get no file type of their own here; send the link as text
+        text = f"{message.name}: {message.url}" if message.name else message.url
+        return [self._message_body(cid, text)]
+
+    def _message_body(
+        self,
+        conversation_id: str,
+        text: str,
+        message_type: str | None = None,
+        params: Mapping[str, Any] = _EMPTY,
+    ) -> dict[str, Any]:
+        return event_body(
+            self.message_eventid,
+            conversation_id,
+            self.custom_params,
+            params,
+            message=text,
+            Messagetype=message_type or self.message_type,
+        )
+
+    def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
+        """Queue messages for conversation ``chat_id``: stored first, delivered in order.
+
+        Raises:
+            BodyTooLarge: a body is over the limit; nothing of this call was queued.
+        """
+        cid = str(chat_id)
+        bodies: list[dict[str, Any]] = []
+        keyboard: Keyboard | None = None
+        for message in messages:
+            bodies.extend(self.render(cid, message))
+            if isinstance(message, Keyboard) and self.render_keyboard is None:
+                keyboard = message
+        self._queue(cid, bodies)
+        if keyboard is not None and self.numbered_choices:
+            buttons = [[b.id, b.text] for b in keyboard.flat]
+            self._change_state(cid, lambda state: state.update(keyboard=buttons))
+
+    def _queue(self, conversation_id: str, bodies: list[dict[str, Any]]) -> None:
+        for body in bodies:
+            self.client.encode(body)  # refuse before anything of this call is stored
+        for body in bodies:
+            self.runtime.outbox.put(
+                self.destination, self.chat_key(conversation_id), {"body": body}
+            )
+
+    def reply(self, conversation_id: ChatId, *messages: Reply) -> None:
+        """Write to a conversation outside a turn."""
+        self.send(conversation_id, to_outbound(messages))
+
+    def handover(self, turn: Turn, **params: Any) -> None:
+        """``turn.handover(**params)``: hand the conversation to the contact center."""
+        if self.handover_text:
+            turn.reply(self.handover_text)
+        self.hand_over(str(turn.chat_id), **params)
+
+    def hand_over(self, conversation_id: str, **params: Any) -> None:
+        """Send the handover event (``handover_eventid``) with ``params`` as custom params.
+
+        From then on the bot does not answer the conversation: Webex Connect routes the
+        customer to the contact center and copies messages to the bot, which records them.
+        """
+        body = event_body(self.handover_eventid, conversation_id, self.custom_params, params)
+        self._queue(conversation_id, [body])
+        at = time.time()
+        self._change_state(
+            conversation_id,
+            lambda state: state.update(
+                handed_over=True, handed_over_at=at, handover_params=dict(params)
+            ),
+        )
+        log.info("webex: conversation %s handed over", conversation_id)
+
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        """Post one stored event body to Webex Connect (one attempt; the outbox retries)."""
+        self.client.post_event(payload["body"], attempts=1)
+
+
+def _copy_record(event: WebexIncomingMessage) -> dict[str, Any]:
+    return {
+        "message_id": event.message_id,
+        "message": event.message,
+        "message_type": event.message_type,
+        "conversation_type": event.conversation_type,
+        "media": event.media_url,
+        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
+    }
+
+
+def _choice(text: str, keyboard: list[list[str]]) -> Button | None:
+    match = _NUMBER.fullmatch(text)
+    if match is not None:
+        index = int(match.group(1))
+        if 1 <= index <= len(keyboard):
+            button_id, label = keyboard[index - 1]
+            return Button(id=button_id, text=label)
+        return None
+    wanted = text.strip().casefold()
+    for button_id, label in keyboard:
+        if label.strip().casefold() == wanted:
+            return Button(id=button_id, text=label)
+    return None
