@@ -214,7 +214,8 @@ class Runtime:
             self.turns.start()
 
     def drain(self, timeout: float | None = 10.0) -> bool:
-        """Wait until every admitted turn ran and every reply was delivered."""
+        """Wait until every admitted turn ran and every reply was delivered (starts the runtime)."""
+        self.start()
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             if self.inline:
@@ -240,8 +241,11 @@ class Runtime:
             self._closed = True
         end = None if timeout is None else time.monotonic() + timeout
         finished = self.turns.stop(timeout)
-        left = None if end is None else max(0.5, end - time.monotonic())
-        delivered = self.outbox.stop(left)
+        if self.background or self.inline:
+            left = None if end is None else max(0.5, end - time.monotonic())
+            delivered = self.outbox.stop(left)
+        else:  # a front-end delivers nothing: its workers do
+            delivered = self.outbox.stop(0)
         try:
             turns_left, replies_left = self.store.pending(INBOX), self.store.pending(OUTBOX)
         except Exception:

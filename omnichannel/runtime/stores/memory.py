@@ -3,6 +3,7 @@ restart (use SQLite or Redis for that)."""
 
 from __future__ import annotations
 
+import copy
 import heapq
 import threading
 import time
@@ -133,7 +134,8 @@ class MemoryStore:
             self._state.pop(key, None)
         else:
             version = self._state[key][1] if key in self._state else 0
-            self._state[key] = (dict(value), version + 1)
+            # a deep copy: the caller may keep changing nested values it passed in
+            self._state[key] = (copy.deepcopy(dict(value)), version + 1)
 
     def load_state(self, key: str) -> StateSnapshot:
         """The state under ``key`` with its version (0 when absent)."""
@@ -141,7 +143,7 @@ class MemoryStore:
             found = self._state.get(key)
         if found is None:
             return StateSnapshot(None, 0)
-        return StateSnapshot(dict(found[0]), found[1])
+        return StateSnapshot(copy.deepcopy(found[0]), found[1])
 
     def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
         """Compare-and-set ``value`` if the version is still ``version``."""
