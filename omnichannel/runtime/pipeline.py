@@ -371,6 +371,7 @@ class Runtime:
             return
         if not done[0]:
             log.info("%s: turn %s was completed by another worker", item.destination, item.id)
+            retry_store_call(lambda: self.store.ack(item), what="inbox: releasing a chat")
         elif batch.items:
             self.outbox.notify()
 

@@ -42,7 +42,10 @@ Each queue has its own keys, the outbox's under ``{b} = {p}``, the inbox's under
 Invariants: a chat with items has exactly one live notice (unread, or pending with a consumer,
 normally its lease owner) or is in ``delayed``, never both; a leased chat keeps its notice
 pending until the lease ends; only the ``owner`` named in the head hash ends a lease, and a
-lease that ran out is taken over by the next claim.
+lease that ran out is taken over by the next claim. Deleting every key of the prefix (or
+``FLUSHDB``) is safe: the groups are recreated on ``NOGROUP``. Deleting a stream alone loses the
+notices of chats not leased at that moment (leased ones get fresh notices when their lease
+runs out).
 
 **Claim** (one script): due ``delayed`` chats get notices; the notices of chats whose lease ran
 out are taken over with ``XCLAIM``; about once a second also ``XAUTOCLAIM`` of any notice
@@ -68,7 +71,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -91,34 +94,38 @@ MIN_VERSION = (6, 2)
 SWEEP_INTERVAL = 1.0  # seconds between XAUTOCLAIM sweeps of one queue by one store handle
 
 # The queue scripts are templates: $P becomes the prefix, $Q the key names (a Lua table) of the
-# script's queue, $IN / $OUT those of the inbox / outbox, $MODE what a release does.
-_PRELUDE = r"""
-local P = $P
+# script's queue, $IN / $OUT those of the inbox / outbox, $MODE what a release does. Each script
+# defines only the helpers it calls (defining a function costs time on every run).
+_HELPERS = {
+    "post": """
 local function post(q, chat)
     redis.call('HSET', q.head .. chat, 'notice', redis.call('XADD', q.stream, '*', 'chat', chat))
-end
+end""",
+    "unpost": """
 local function unpost(q, id)
     redis.call('XACK', q.stream, q.group, id)
     redis.call('XDEL', q.stream, id)
-end
+end""",
+    "push": r"""
 local function push(q, chat, item)
     -- append an item (unless its id is queued already: a repeated call adds nothing)
-    if redis.call('SADD', q.items, string.match(item, '^[^\n]*')) == 0 then return end
+    if redis.call('SADD', q.items, string.match(item, '^[^\n]*')) == 0 then return false end
     redis.call('RPUSH', q.chat .. chat, item)
     local head = redis.call('HMGET', q.head .. chat, 'notice', 'delayed')
     if not head[1] and not head[2] then post(q, chat) end
-end
+    return true
+end""",
+    "find": r"""
 local function find(list, id)
     -- the position (0-based) and text of the item `id` in a chat's list: the head, normally
     local prefix = id .. '\n'
     local first = redis.call('LINDEX', list, 0)
-    if not first then return nil, nil end
-    if string.sub(first, 1, #prefix) == prefix then return 0, first end
+    if not first or string.sub(first, 1, #prefix) == prefix then return first and 0, first end
     for i, item in ipairs(redis.call('LRANGE', list, 1, -1)) do
         if string.sub(item, 1, #prefix) == prefix then return i, item end
     end
-    return nil, nil
-end
+end""",
+    "remove": r"""
 local function remove(list, id)
     local prefix = id .. '\n'
     local first = redis.call('LPOP', list)
@@ -127,38 +134,46 @@ local function remove(list, id)
     local _, item = find(list, id)
     if item then redis.call('LREM', list, 1, item) end
     return item
-end
+end""",
+    "let_go": """
 local function let_go(q, chat, notice)
     -- the chat's lease ended: drop its notice, and post a fresh one if items are left
     if notice then unpost(q, notice) end
     redis.call('DEL', q.head .. chat)
     if redis.call('LLEN', q.chat .. chat) > 0 then post(q, chat) end
-end
+end""",
+    "release": """
 local function release(q, chat, owner)
     -- end the lease if `owner` holds it
     local head = redis.call('HMGET', q.head .. chat, 'owner', 'notice')
     if owner == '' or head[1] ~= owner then return false end
     redis.call('ZREM', q.leases, chat)
     return true, head[2]
-end
-"""
+end""",
+}
+
+
+def _script(helpers: str, body: str) -> str:
+    """``body`` after ``P`` and the helpers named (a helper's own helpers named before it)."""
+    return "\nlocal P = $P" + "".join(_HELPERS[name] for name in helpers.split()) + "\n" + body
+
 
 # ARGV: chat, item[, dedupe key, ttl_ms]
-_ADD = (
-    _PRELUDE
-    + """
+_ADD = _script(
+    "post push",
+    """
 if ARGV[3] and not redis.call('SET', P .. 'seen:' .. ARGV[3], 1, 'NX', 'PX', ARGV[4]) then
     return 0
 end
 push($Q, ARGV[1], ARGV[2])
 return 1
-"""
+""",
 )
 
 # ARGV: owner, now, limit, lease_ms, sweep ('1': XAUTOCLAIM too)
-_CLAIM = (
-    _PRELUDE
-    + r"""
+_CLAIM = _script(
+    "post unpost let_go",
+    r"""
 local q, owner, now = $Q, ARGV[1], tonumber(ARGV[2])
 local limit, lease_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local clock = redis.call('TIME')
@@ -192,12 +207,14 @@ local function consider(id, fields)
     end
 end
 
-for _, chat in ipairs(redis.call('ZRANGEBYSCORE', q.delayed, '-inf', now, 'LIMIT', 0, limit)) do
+local retries = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', ARGV[2], 'LIMIT', '0', ARGV[3])
+for _, chat in ipairs(retries) do
     redis.call('ZREM', q.delayed, chat)
     redis.call('HDEL', q.head .. chat, 'delayed')
     post(q, chat)
 end
-for _, chat in ipairs(redis.call('ZRANGEBYSCORE', q.leases, '-inf', now_ms, 'LIMIT', 0, limit)) do
+local ran_out = redis.call('ZRANGEBYSCORE', q.leases, '-inf', now_ms, 'LIMIT', '0', ARGV[3])
+for _, chat in ipairs(ran_out) do
     local key = q.head .. chat
     local id = redis.call('HGET', key, 'notice')
     local taken = id and redis.call('XCLAIM', q.stream, q.group, owner, 0, id)
@@ -226,13 +243,13 @@ while #out < limit do
     if #entries < want then break end
 end
 return out
-"""
+""",
 )
 
 # ARGV: id, chat, owner[, item as updated by the caller[, created_at]]
-_RELEASE = (
-    _PRELUDE
-    + r"""
+_RELEASE = _script(
+    "post unpost find remove let_go release",
+    r"""
 local q, mode, id, chat = $Q, '$MODE', ARGV[1], ARGV[2]
 local list = q.chat .. chat
 if mode == 'reschedule' then
@@ -260,13 +277,13 @@ elseif held then
     let_go(q, chat, notice)
 end
 return 1
-"""
+""",
 )
 
 # ARGV: id, chat, owner, then per reply: chat, item
-_COMPLETE = (
-    _PRELUDE
-    + r"""
+_COMPLETE = _script(
+    "post unpost push find remove let_go release",
+    r"""
 local inbox, outbox = $IN, $OUT
 local id, chat = ARGV[1], ARGV[2]
 if redis.call('SREM', inbox.items, id) == 0 then return 0 end
@@ -279,13 +296,13 @@ end
 local held, notice = release(inbox, chat, ARGV[3])
 if held then let_go(inbox, chat, notice) end
 return 1
-"""
+""",
 )
 
 # ARGV: owner, lease_ms, chat...
-_RENEW = (
-    _PRELUDE
-    + """
+_RENEW = _script(
+    "",
+    """
 local q, owner = $Q, ARGV[1]
 local clock = redis.call('TIME')
 local until_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + ARGV[2]
@@ -301,13 +318,13 @@ for i = 3, #ARGV do
     end
 end
 return 1
-"""
+""",
 )
 
 # ARGV: owner ('' lists the owners instead)
-_OWNERS = (
-    _PRELUDE
-    + """
+_OWNERS = _script(
+    "post unpost let_go release",
+    """
 local released, owners = 0, {}
 for _, q in ipairs({$IN, $OUT}) do
     for _, chat in ipairs(redis.call('ZRANGE', q.leases, 0, -1)) do
@@ -324,24 +341,24 @@ for _, q in ipairs({$IN, $OUT}) do
 end
 if ARGV[1] == '' then return owners end
 return released
-"""
+""",
 )
 
 # ARGV: id
-_RETRY = (
-    _PRELUDE
-    + r"""
+_RETRY = _script(
+    "post push",
+    r"""
 local id = ARGV[1]
-if redis.call('ZREM', P .. 'dead', id) == 0 then return 0 end
 local found = redis.call('HMGET', P .. 'dead:' .. id, 'queue', 'chat_key', 'item')
-redis.call('DEL', P .. 'dead:' .. id)
-if not found[3] then return 0 end
+if not found[3] or not redis.call('ZSCORE', P .. 'dead', id) then return 0 end
 local q = $OUT
 if found[1] == 'inbox' then q = $IN end
 local data = string.match(found[3], '^[^\n]*\n[^\n]*\n[^\n]*\n(.*)$$')
-push(q, found[2], id .. '\n0.0\n0.0\n' .. data)
+if not push(q, found[2], id .. '\n0.0\n0.0\n' .. data) then return 0 end  -- queued already
+redis.call('ZREM', P .. 'dead', id)
+redis.call('DEL', P .. 'dead:' .. id)
 return 1
-"""
+""",
 )
 
 # KEYS: dead. ARGV: id
@@ -409,15 +426,9 @@ def _text(value: Any) -> str:
 def _queue_keys(prefix: str, queue: str) -> dict[str, str]:
     """The key names of one queue (see the module docstring), as the scripts name them."""
     base = prefix if queue == OUTBOX else f"{prefix}{queue}:"
-    return {
-        "group": queue,
-        "stream": prefix + "outbox" if queue == OUTBOX else base + "stream",
-        "chat": base + "chat:",
-        "head": base + "head:",
-        "items": base + "items",
-        "delayed": base + "delayed",
-        "leases": base + "leases",
-    }
+    stream = prefix + "outbox" if queue == OUTBOX else base + "stream"
+    keys = {"group": queue, "stream": stream, "chat": base + "chat:", "head": base + "head:"}
+    return keys | {name: base + name for name in ("items", "delayed", "leases")}
 
 
 def _lua(text: str) -> str:
@@ -601,19 +612,22 @@ class RedisStore:
                     raise
 
     def _run(self, script: Any, key: bytes, *args: Any) -> Any:
-        # EVALSHA straight from the client: redis-py's Script.__call__ adds measurable overhead
-        try:
-            return self.client.evalsha(script.sha, 1, key, *args)
-        except self._errors.NoScriptError:
-            script.sha = self.client.script_load(script.script)  # a restarted or flushed server
-            return self.client.evalsha(script.sha, 1, key, *args)
-        except self._errors.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # a stream was deleted (FLUSHDB, an operator): recreate the groups and run again;
-            # the scripts use a group before any change a second run would repeat
-            self._ensure_groups()
-            return self.client.evalsha(script.sha, 1, key, *args)
+        # EVALSHA straight through the client: redis-py's Script.__call__ adds its own cost
+        execute: Callable[..., Any] = self.client.execute_command
+        for attempt in (1, 2, 3):
+            try:
+                return execute("EVALSHA", script.sha, 1, key, *args)
+            except self._errors.NoScriptError:
+                if attempt == 3:
+                    raise
+                script.sha = self.client.script_load(script.script)  # a restarted server
+            except self._errors.ResponseError as exc:
+                if "NOGROUP" not in str(exc) or attempt == 3:
+                    raise
+                # a stream was deleted (FLUSHDB, an operator): recreate the groups and run
+                # again; the scripts use a group before any change a second run would repeat
+                self._ensure_groups()
+        raise AssertionError("unreachable")
 
     def _queue(self, queue: str) -> str:
         if queue not in self._keys:
@@ -720,20 +734,12 @@ class RedisStore:
         if limit <= 0:
             return []
         self._maintain()
-        moment = time.monotonic()
-        sweep = moment >= self._next_sweep[self._queue(queue)]
+        moment, script = time.monotonic(), self._claim[self._queue(queue)]
+        sweep = moment >= self._next_sweep[queue]  # XAUTOCLAIM about once a second
         if sweep:
             self._next_sweep[queue] = moment + SWEEP_INTERVAL
-        lease_ms = max(1, round(lease * 1000))
-        rows = self._run(
-            self._claim[queue],
-            self._streams[queue],
-            owner,
-            repr(float(now)),
-            limit,
-            lease_ms,
-            "1" if sweep else "0",
-        )
+        args = (owner, repr(float(now)), limit, max(1, round(lease * 1000)), "01"[sweep])
+        rows = self._run(script, self._streams[queue], *args)
         return [_parse(row, owner) for row in rows]
 
     def _release_item(self, item: QueueItem, mode: str, *extra: Any) -> None:
