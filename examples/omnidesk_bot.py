@@ -22,7 +22,8 @@ import logging
 
 from omnichannel import Bot, Button, Keyboard, Turn
 from omnichannel.omnidesk import CaseHandover, KnowledgeBaseAnswers, OmnideskChannel
-from omnichannel.testing.omnidesk import FakeOmnidesk, WebhookServer
+from omnichannel.testing import LocalServer
+from omnichannel.testing.omnidesk import FakeOmnidesk
 
 WEBHOOK_SECRET = "example-rule-secret"  # the last segment of the URL the rules post to
 BOT_STAFF_ID = 7  # the staff member the bot writes as
@@ -77,8 +78,8 @@ def main() -> None:
             knowledge_base=KnowledgeBaseAnswers(no_answer="Sorry, I don't know that one."),
             keyboard_footer="(reply with a number)",
         )
-        with WebhookServer(channel.handle) as server:
-            rule_url = server.url_for(channel.webhook_path)
+        with LocalServer(channel) as server:
+            rule_url = server.url + channel.webhook_path
             case_id = omnidesk.open_case("Hello, I have a question", labels=[bot_label])
             print(f"case {case_id} opened with the bot label {bot_label}")
             omnidesk.fire_rule(rule_url, case_id, new_case=True)  # the "new case" rule

@@ -27,9 +27,9 @@ import requests
 
 from omnichannel import Bot, Connector, Runtime, Turn
 from omnichannel.omnidesk import CustomChannel, CustomChannelBridge, StaffReply
-from omnichannel.testing import RecordingChannelServer
+from omnichannel.testing import LocalServer, RecordingChannelServer
 from omnichannel.testing.events import dumps, text_event
-from omnichannel.testing.omnidesk import FakeOmnidesk, WebhookServer
+from omnichannel.testing.omnidesk import FakeOmnidesk
 
 DESK_SECRET = "example-custom-channel-secret"
 
@@ -48,8 +48,8 @@ def app_is_a_channel(omnidesk: FakeOmnidesk) -> None:
     desk = CustomChannel(
         omnidesk.client(), channel_key, secret=DESK_SECRET, on_reply=show_reply, inline=True
     )
-    with WebhookServer(desk.handle) as hooks:
-        omnidesk.set_webhook_url(channel_key, hooks.url_for(desk.webhook_path))
+    with LocalServer(desk) as hooks:
+        omnidesk.set_webhook_url(channel_key, hooks.url + desk.webhook_path)
         desk.send("app-user-17", "The app logs me out every hour", user_full_name="Ann")
         desk.send("app-user-17", "I'm on Android 14")
         conversation = desk.conversation("app-user-17")
@@ -90,9 +90,9 @@ def bot_first(omnidesk: FakeOmnidesk) -> None:
             runtime=runtime,
             handover=bridge.handover,
         )
-        with WebhookServer(desk.handle) as hooks, WebhookServer(connector.handle) as inbound:
-            omnidesk.set_webhook_url(channel_key, hooks.url_for(desk.webhook_path))
-            webhook = inbound.url_for(connector.webhook_path)
+        with LocalServer(desk) as hooks, LocalServer(connector) as inbound:
+            omnidesk.set_webhook_url(channel_key, hooks.url + desk.webhook_path)
+            webhook = inbound.url + connector.webhook_path
 
             def visitor(text: str) -> None:
                 print(f"  visitor> {text}")

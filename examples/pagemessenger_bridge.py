@@ -17,9 +17,9 @@ import requests
 
 from omnichannel import Connector
 from omnichannel.pagemessenger import PageMessengerBridge, PageMessengerClient
-from omnichannel.testing import FakePageMessenger, RecordingChannelServer
+from omnichannel.testing import LocalServer, RecordingChannelServer
 from omnichannel.testing.events import text_event
-from omnichannel.testing.pagemessenger import LocalApp
+from omnichannel.testing.pagemessenger import FakePageMessenger
 
 API_KEY = "demo-api-key"
 TASK_ID = "1721129985149x478019552540622850"  # the id of your task of type "Web"
@@ -50,9 +50,10 @@ def main() -> None:
         )
         connector.bot = bridge.bot
 
-        with LocalApp({"/connector": connector, "/pagemessenger": bridge}) as app:
+        # your web app serves both; here each gets its own local server
+        with LocalServer(connector) as app, LocalServer(bridge) as hooks:
             # in the platform: integration "Another", webhook type "All messages", this URL
-            ai.webhook_url = app.url + bridge.webhook_path
+            ai.webhook_url = hooks.url + bridge.webhook_path
 
             def visitor_says(text: str) -> None:
                 print(f"visitor  -> {text}")

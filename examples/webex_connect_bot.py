@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 
 from omnichannel import Bot, Button, Keyboard, Turn
-from omnichannel.testing.webex import FakeWebexConnect, WebhookServer
+from omnichannel.testing import LocalServer
+from omnichannel.testing.webex import FakeWebexConnect
 from omnichannel.webex import WebexConnectBot, WebexDeliveryStatus
 
 VERIFICATION_TOKEN = "example-verification-token"
@@ -69,8 +70,8 @@ def main() -> None:
             handover_text="Connecting you to an agent…",
             on_delivery_status=on_delivery_status,
         )
-        with WebhookServer(adapter.handle) as server:
-            webex.bot_url = server.endpoint
+        with LocalServer(adapter) as server:
+            webex.bot_url = server.url + "/webex"
             print(f"Webex Connect verifies the bot endpoint: {webex.verify()}")
             conversation = "demo-conversation-1"
             for text in ("hi", "menu", "2", "menu"):

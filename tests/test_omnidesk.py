@@ -31,9 +31,8 @@ from omnichannel.omnidesk import (
 )
 from omnichannel.runtime.http import Request
 from omnichannel.runtime.stores import MemoryStore, QueueItem, StateSnapshot
-from omnichannel.testing import FakeOmnidesk, RecordingChannelServer
+from omnichannel.testing import FakeOmnidesk, LocalServer, RecordingChannelServer
 from omnichannel.testing.events import dumps, text_event
-from omnichannel.testing.omnidesk import WebhookServer
 
 SECRET = "rule-secret-3f9a"
 DESK_SECRET = "desk-secret-77c1"
@@ -60,8 +59,8 @@ def echo_bot() -> Bot:
     return bot
 
 
-def serve(handler: Any) -> WebhookServer:
-    return WebhookServer(handler).start()
+def serve(handler: Any) -> LocalServer:
+    return LocalServer(handler).start()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +218,8 @@ def test_label_edits_can_replace_the_whole_list(fake: FakeOmnidesk) -> None:
 @pytest.fixture
 def rules(fake: FakeOmnidesk, client: OmnideskClient) -> Iterator[tuple[OmnideskChannel, str]]:
     channel = OmnideskChannel(echo_bot(), client=client, secret=SECRET, staff_id=42, inline=True)
-    server = serve(channel.handle)
-    yield channel, server.url_for(channel.webhook_path)
+    server = serve(channel)
+    yield channel, server.url + channel.webhook_path
     server.stop()
     channel.close()
 
@@ -313,8 +312,8 @@ def test_keyboards_become_numbered_text_and_a_typed_number_presses_the_button(
     channel = OmnideskChannel(
         bot, client=client, secret=SECRET, inline=True, keyboard_footer="Reply with a number."
     )
-    with WebhookServer(channel.handle) as server:
-        url = server.url_for(channel.webhook_path)
+    with LocalServer(channel) as server:
+        url = server.url + channel.webhook_path
         case_id = fake.open_case("menu please")
         fake.fire_rule(url, case_id, new_case=True)
         fake.user_message(case_id, " 2. ")
@@ -351,8 +350,8 @@ def test_a_handover_edits_the_case_as_configured(
             remove_labels=[bot_label], add_labels=[operators], group_id=7, text="Passing you on"
         ),
     )
-    with WebhookServer(channel.handle) as server:
-        url = server.url_for(channel.webhook_path)
+    with LocalServer(channel) as server:
+        url = server.url + channel.webhook_path
         case_id = fake.open_case("hi", labels=[bot_label])
         fake.fire_rule(url, case_id, new_case=True)
         fake.user_message(case_id, "operator please")
@@ -387,8 +386,8 @@ def test_knowledge_base_answers_when_the_bot_has_none(
         inline=True,
         knowledge_base=KnowledgeBaseAnswers(no_answer="Let me find a colleague."),
     )
-    with WebhookServer(channel.handle) as server:
-        url = server.url_for(channel.webhook_path)
+    with LocalServer(channel) as server:
+        url = server.url + channel.webhook_path
         case_id = fake.open_case("delivery")
         fake.fire_rule(url, case_id, new_case=True)
         fake.user_message(case_id, "refunds")
@@ -407,8 +406,8 @@ def test_a_rate_limited_burst_of_50_replies_all_arrive_none_twice(fake: FakeOmni
     )
     cases = [fake.open_case(f"start {n}") for n in range(5)]
     fake.rate_limit(10, window=0.2)  # 5 POSTs per 0.2 s: the burst must wait
-    with WebhookServer(channel.handle) as server:
-        url = server.url_for(channel.webhook_path)
+    with LocalServer(channel) as server:
+        url = server.url + channel.webhook_path
         for i in range(10):
             for case_id in cases:
                 fake.user_message(case_id, f"message {i}")
@@ -436,8 +435,8 @@ def desk(
     desk = CustomChannel(
         client, channel_key, secret=DESK_SECRET, on_reply=replies.append, inline=True
     )
-    server = serve(desk.handle)
-    url = server.url_for(desk.webhook_path)
+    server = serve(desk)
+    url = server.url + desk.webhook_path
     fake.set_webhook_url(channel_key, url)
     yield desk, replies, url
     server.stop()
@@ -638,9 +637,9 @@ def test_the_bridge_hands_a_visitor_to_omnidesk_and_back(fake: FakeOmnidesk) -> 
             runtime=runtime,
             handover=bridge.handover,
         )
-        with WebhookServer(desk.handle) as desk_hooks, WebhookServer(connector.handle) as inbound:
-            fake.set_webhook_url(channel_key, desk_hooks.url_for(desk.webhook_path))
-            webhook = inbound.url_for(connector.webhook_path)
+        with LocalServer(desk) as desk_hooks, LocalServer(connector) as inbound:
+            fake.set_webhook_url(channel_key, desk_hooks.url + desk.webhook_path)
+            webhook = inbound.url + connector.webhook_path
 
             def visitor(text: str) -> None:
                 with lock:
@@ -737,8 +736,8 @@ def test_a_rule_post_is_answered_200_only_once_its_turn_is_stored(
         echo_bot(), client=client, secret=SECRET, runtime=Runtime(store=store, background=False)
     )
     case_id = fake.open_case("Where is my order?")
-    with WebhookServer(front.handle) as server:
-        answer = fake.fire_rule(server.url_for(front.webhook_path), case_id, new_case=True)
+    with LocalServer(front) as server:
+        answer = fake.fire_rule(server.url + front.webhook_path, case_id, new_case=True)
         assert (answer.status_code, answer.json()) == (200, {"result": "ok"})
         assert store.pending("inbox") == 1  # stored before the 200, not run here
         assert fake.calls == [] and fake.staff_texts(case_id) == []
@@ -764,8 +763,8 @@ def test_a_store_outage_answers_503_with_retry_after_and_the_retry_runs_once(
         runtime=Runtime(store=store, inline=True, retry_after=7),
     )
     case_id = fake.open_case("Hello")
-    with WebhookServer(channel.handle) as server:
-        url = server.url_for(channel.webhook_path)
+    with LocalServer(channel) as server:
+        url = server.url + channel.webhook_path
         store.down = True
         answer = fake.fire_rule(url, case_id, new_case=True)
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
@@ -784,8 +783,8 @@ def test_a_store_outage_refuses_staff_replies_until_it_is_back(fake: FakeOmnides
     desk = CustomChannel(
         fake.client(), channel_key, secret=DESK_SECRET, on_reply=replies.append, store=store
     )  # background workers: the handler runs after the answer
-    with WebhookServer(desk.handle) as server:
-        url = server.url_for(desk.webhook_path)
+    with LocalServer(desk) as server:
+        url = server.url + desk.webhook_path
         body = {"type": "message_new", "object": {"message_id": 9, "case_id": 5, "content": "x"}}
         store.down = True
         answer = requests.post(url, json=body, timeout=5)

@@ -31,9 +31,8 @@ from omnichannel.pagemessenger import (
     PageMessengerError,
     parse_ai_webhook,
 )
-from omnichannel.testing import FakePageMessenger, RecordingChannelServer
+from omnichannel.testing import FakePageMessenger, LocalServer, RecordingChannelServer
 from omnichannel.testing.events import button_event, file_event, text_event
-from omnichannel.testing.pagemessenger import LocalApp
 
 API_KEY = "pm-api-key-4f1d2c9e8b7a"
 TASK_ID = "1721129985149x478019552540622850"
@@ -52,16 +51,21 @@ class Stack:
     connector: Connector
     bridge: PageMessengerBridge
     client: PageMessengerClient
-    app: LocalApp
+    inbound: LocalServer  # serves the connector
+    hooks: LocalServer  # serves the bridge
 
     def post_event(self, payload: dict[str, Any]) -> requests.Response:
         """The channel server posts a visitor event to the connector over HTTP."""
-        url = self.app.url + self.connector.webhook_path
+        url = self.inbound.url + self.connector.webhook_path
         return requests.post(url, json=payload, timeout=10)
 
     @property
     def webhook_url(self) -> str:
-        return self.app.url + self.bridge.webhook_path
+        return self.hooks.url + self.bridge.webhook_path
+
+    def stop(self) -> None:
+        self.inbound.stop()
+        self.hooks.stop()
 
 
 def make_stack(
@@ -85,9 +89,15 @@ def make_stack(
     client = PageMessengerClient(api_key=api_key, base_url=fake.base_url, retry=FAST)
     bridge = PageMessengerBridge(client, TASK_ID, connector, secret=SECRET, **bridge_options)
     connector.bot = bridge.bot
-    app = LocalApp({"/connector": connector, "/pagemessenger": bridge}).start()
-    fake.webhook_url = app.url + bridge.webhook_path
-    return Stack(connector=connector, bridge=bridge, client=client, app=app)
+    stack = Stack(
+        connector=connector,
+        bridge=bridge,
+        client=client,
+        inbound=LocalServer(connector).start(),
+        hooks=LocalServer(bridge).start(),
+    )
+    fake.webhook_url = stack.webhook_url
+    return stack
 
 
 @pytest.fixture
@@ -106,7 +116,7 @@ def channel_server() -> Iterator[RecordingChannelServer]:
 def stack(fake: FakePageMessenger, channel_server: RecordingChannelServer) -> Iterator[Stack]:
     built = make_stack(fake, channel_server)
     yield built
-    built.app.stop()
+    built.stop()
     built.connector.close(timeout=5)
 
 
@@ -328,7 +338,7 @@ def test_close_on_a_channel_without_handover_sends_the_default_text(
         assert channel_server.texts(9) == [fake.close_message, DEFAULT_HANDOVER_TEXT]
         assert not built.bridge.is_forwarding("omnichannel", 9)
     finally:
-        built.app.stop()
+        built.stop()
         built.connector.close(timeout=5)
 
 
@@ -353,7 +363,7 @@ def test_a_custom_handover_hook_gets_the_visitors_last_turn(
         assert request.turn.text == "call me"
         assert channel_server.texts(11) == [fake.handover_message]  # the hook sent nothing
     finally:
-        built.app.stop()
+        built.stop()
         built.connector.close(timeout=5)
 
 
@@ -365,7 +375,7 @@ def test_answers_are_routed_after_a_restart(
     fake.answer = "silent"
     first.post_event(text_event("remember me", chat_id=77))
     fake.wait_for_messages(1)
-    first.app.stop()
+    first.stop()
     assert first.connector.close(timeout=5)
 
     second = make_stack(fake, channel_server, store=store)
@@ -376,7 +386,7 @@ def test_answers_are_routed_after_a_restart(
         # no turn in memory after the restart: the handover falls back to a plain message
         assert channel_server.texts(77) == ["Welcome back", HANDOVER_TEXT]
     finally:
-        second.app.stop()
+        second.stop()
         second.connector.close(timeout=5)
 
 
@@ -392,7 +402,7 @@ def test_a_webhook_with_a_wrong_secret_gets_403(
     payload = fake.ai_payload(received, message_text="forged")
 
     for wrong in ("x" * len(SECRET), SECRET[:-1], SECRET + "0"):
-        call = fake.post_webhook(payload, url=f"{stack.app.url}/pagemessenger/{wrong}")
+        call = fake.post_webhook(payload, url=f"{stack.hooks.url}/pagemessenger/{wrong}")
         assert call.status == 403
         assert SECRET not in call.body
         assert "error" in json.loads(call.body)
@@ -464,7 +474,7 @@ def test_an_overloaded_bridge_answers_503_with_retry_after(
         channel_server.wait_for(1)
         assert channel_server.texts(6) == ["later"]
     finally:
-        built.app.stop()
+        built.stop()
         built.bridge.close(timeout=5)
         built.connector.close(timeout=5)
 
@@ -511,7 +521,7 @@ def test_secrets_never_reach_errors_reprs_or_logs(
         assert wrong_key not in dead.last_error
         assert SECRET not in repr(built.bridge)
     finally:
-        built.app.stop()
+        built.stop()
         built.connector.close(timeout=5)
 
     # a working round trip logs neither the key, the token nor the webhook secret
@@ -524,7 +534,7 @@ def test_secrets_never_reach_errors_reprs_or_logs(
         for token in fake.issued_tokens:
             assert token not in repr(good.client)
     finally:
-        good.app.stop()
+        good.stop()
         good.connector.close(timeout=5)
     # (urllib3's own debug lines show the URLs the test and the fake request: not ours to scrub)
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("omnichannel"))

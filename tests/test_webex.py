@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import requests
 
@@ -33,11 +34,12 @@ from omnichannel import (
     TextReply,
     Turn,
 )
+from omnichannel.integrations import Handler
 from omnichannel.runtime.stores import StateSnapshot
+from omnichannel.testing import LocalServer
 from omnichannel.testing.webex import (
     FakeWebexConnect,
     WebexDelivery,
-    WebhookServer,
     incoming_message_event,
 )
 from omnichannel.webex import (
@@ -73,7 +75,7 @@ def running(
     bot: Bot,
     *,
     fake: dict[str, Any] | None = None,
-    wrap: Callable[[Callable[[Request], Response]], Callable[[Request], Response]] | None = None,
+    wrap: Callable[[Handler], Handler] | None = None,
     **adapter_options: Any,
 ) -> Iterator[tuple[FakeWebexConnect, WebexConnectBot]]:
     """The fake platform, the adapter served over HTTP, and the fake pointed at it."""
@@ -82,10 +84,9 @@ def running(
         if "runtime" not in adapter_options:
             adapter_options["runtime"] = Runtime(outbox_backoff=0.05, outbox_cap=0.2)
         adapter = WebexConnectBot(bot, webex.webhook_url, TOKEN, **adapter_options)
-        handler = adapter.handle if wrap is None else wrap(adapter.handle)
         try:
-            with WebhookServer(handler) as server:
-                webex.bot_url = server.endpoint
+            with LocalServer(adapter if wrap is None else wrap(adapter)) as server:
+                webex.bot_url = server.url + "/webex"
                 yield webex, adapter
         finally:
             adapter.close(5)
@@ -136,17 +137,18 @@ def test_200_slow_events_are_acknowledged_in_time_and_answered_once() -> None:
 def test_a_retried_delivery_is_answered_once() -> None:
     lost_once: set[bytes] = set()
 
-    def slow_network(handle: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        def handler(request: Request) -> Response:
-            response = handle(request)
+    @attrs.frozen
+    class SlowNetwork:
+        adapter: Handler
+
+        def handle(self, request: Request) -> Response:
+            response = self.adapter.handle(request)
             if b"retry-me" in request.body and request.body not in lost_once:
                 lost_once.add(request.body)
                 time.sleep(1.5)  # the acknowledgement arrives after the fake's timeout
             return response
 
-        return handler
-
-    with running(echo_bot(), fake={"timeout": 1.0}, wrap=slow_network) as (webex, adapter):
+    with running(echo_bot(), fake={"timeout": 1.0}, wrap=SlowNetwork) as (webex, adapter):
         event = incoming_message_event("conv-r", "retry-me", message_id="msg-r")
         delivery = webex.send(event).wait(10)
         assert outcomes(delivery) == ["timeout", "ok"]
@@ -460,16 +462,19 @@ def test_a_body_over_max_body_is_malformed_not_413() -> None:
     direct = adapter.handle(Request("POST", "/webex", body=event))
     assert direct.status == 400
     assert "larger than 64 bytes" in json.loads(direct.body)["error"]
-    with WebhookServer(adapter.handle) as server:
-        served = requests.post(server.endpoint, data=event, timeout=5)
+    with LocalServer(adapter) as server:
+        served = requests.post(server.url + "/webex", data=event, timeout=5)
         assert served.status_code == 400, "the server applies the adapter's own answer"
     adapter.close()
 
 
 def test_the_fake_switches_the_webhook_off_after_five_consecutive_failures() -> None:
-    broken = WebhookServer(lambda request: Response.error(500, "down"))
-    with FakeWebexConnect(TOKEN, time_factor=0.0002) as webex, broken:
-        webex.bot_url = broken.endpoint
+    class Down:
+        def handle(self, request: Request) -> Response:
+            return Response.error(500, "down")
+
+    with FakeWebexConnect(TOKEN, time_factor=0.0002) as webex, LocalServer(Down()) as broken:
+        webex.bot_url = broken.url + "/webex"
         delivery = webex.send_message("conv-x", "hello").wait(10)
         assert outcomes(delivery) == ["failure"] * 5
         gaps = [
@@ -481,8 +486,8 @@ def test_the_fake_switches_the_webhook_off_after_five_consecutive_failures() -> 
         assert webex.send_message("conv-x", "anyone?").wait().state == "inactive"
 
         adapter = WebexConnectBot(echo_bot(), webex.webhook_url, TOKEN, inline=True)
-        with WebhookServer(adapter.handle) as healthy:
-            webex.bot_url = healthy.endpoint
+        with LocalServer(adapter) as healthy:
+            webex.bot_url = healthy.url + "/webex"
             assert webex.verify()
             assert webex.active
             assert webex.send_message("conv-x", "back").wait().state == "delivered"

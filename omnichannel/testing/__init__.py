@@ -1,5 +1,6 @@
-"""Helpers for users' own tests and notebooks: fake platforms, recording servers, builders,
-and a fluent bot tester. Everything here runs real HTTP on 127.0.0.1."""
+"""Helpers for users' own tests and notebooks: fake platforms (each a :class:`FakePlatform`:
+recorded calls, scripted failures, waiting), event builders, and a fluent bot tester. Everything
+here runs real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from omnichannel.testing.events import (
     new_chat_event,
     text_event,
 )
+from omnichannel.testing.fake import FakePlatform
 from omnichannel.testing.server import LocalServer
 from omnichannel.testing.tester import BotTester
 
@@ -35,6 +37,7 @@ __all__ = [
     "Call",
     "FakeOmnidesk",
     "FakePageMessenger",
+    "FakePlatform",
     "FakeWebexConnect",
     "LocalServer",
     "RecordingChannelServer",

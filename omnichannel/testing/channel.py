@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -15,7 +13,7 @@ from omnichannel.codec import parse_send_message
 from omnichannel.errors import PayloadError
 from omnichannel.models import ChatId, OutboundMessage, TextReply
 from omnichannel.runtime.http import Request, Response
-from omnichannel.testing.server import LocalServer
+from omnichannel.testing.fake import FakePlatform
 
 __all__ = ["Call", "RecordingChannelServer"]
 
@@ -49,10 +47,11 @@ class Call:
         return message.text if isinstance(message, TextReply) else None
 
 
-class RecordingChannelServer(LocalServer):
+class RecordingChannelServer(FakePlatform[Call]):
     """A channel server on 127.0.0.1 that records ``/send_message``, ``/close_chat`` and
-    ``/redirect_chat`` calls, checks the ``Authorization: Token`` header when ``token`` is set
-    and can be told to fail (``fail_next``) or to refuse everything (``always``).
+    ``/redirect_chat`` calls (:class:`Call`), checks the ``Authorization: Token`` header when
+    ``token`` is set and can be told to fail (``fail_next``) or to refuse everything (``always``);
+    :attr:`refused` holds ``(status, body)`` of each call refused so.
 
     ``channel_url`` is what to configure as the connector's channel webhook URL.
     """
@@ -63,28 +62,15 @@ class RecordingChannelServer(LocalServer):
         super().__init__(port=port)
         self.token = token
         self.path = path.rstrip("/")
-        self.calls: list[Call] = []
-        self.refused: list[tuple[int, dict[str, Any]]] = []
-        self._failures: list[tuple[int, dict[str, str]]] = []
-        self._always: int | None = None
-        self._cond = threading.Condition()
-        self.on_call: Callable[[Call], None] | None = None
 
     @property
     def channel_url(self) -> str:
         """The URL to give the connector as ``channel_url``."""
         return self.url + self.path
 
-    def fail_next(self, count: int, status: int = 503, retry_after: float | None = None) -> None:
-        """Answer the next ``count`` calls with ``status`` (and ``Retry-After`` when given)."""
-        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-        with self._cond:
-            self._failures.extend((status, headers) for _ in range(count))
-
-    def always(self, status: int | None) -> None:
-        """Answer every call with ``status`` (``None`` = back to normal)."""
-        with self._cond:
-            self._always = status
+    def error_body(self, status: int) -> Any:
+        """The body of a scripted failure."""
+        return {"error": "unavailable", "desc": f"told to answer {status}"}
 
     def handle(self, request: Request) -> Response:
         """Record a valid call or refuse it."""
@@ -105,31 +91,11 @@ class RecordingChannelServer(LocalServer):
                 parse_send_message(body)
         except (ValueError, PayloadError) as exc:
             return Response.json(400, {"error": "bad_request", "desc": str(exc)})
-        with self._cond:
-            status = self._always
-            headers: dict[str, str] = {}
-            if status is None and self._failures:
-                status, headers = self._failures.pop(0)
-            if status is not None:
-                self.refused.append((status, body))
-                return Response(
-                    status,
-                    json.dumps({"error": "unavailable", "desc": f"told to answer {status}"}),
-                    {"Content-Type": "application/json", **headers},
-                )
-            call = Call(method=method, body=body, headers=dict(request.headers), at=time.time())
-            self.calls.append(call)
-            self._cond.notify_all()
-        if self.on_call is not None:
-            self.on_call(call)
+        failure = self.scripted_failure(body)
+        if failure is not None:
+            return failure
+        self.record(Call(method=method, body=body, headers=dict(request.headers), at=time.time()))
         return Response.json(200, {"result": "ok"})
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Call]:
-        """Wait until ``count`` calls were recorded; return them (raises ``TimeoutError``)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.calls) >= count, timeout):
-                raise TimeoutError(f"expected {count} calls, got {len(self.calls)}")
-            return list(self.calls)
 
     def texts(self, chat_id: ChatId | None = None) -> list[str]:
         """Texts sent so far (to ``chat_id`` when given), in arrival order."""

@@ -5,7 +5,7 @@ users, knowledge base) with Basic auth, ``"0", "1", …, "total_count"`` lists, 
 limit answering 429 (or the older 403) with ``retry_after``. It records every call, plays the
 Omnidesk side of rules (:meth:`FakeOmnidesk.fire_rule`) and of custom channels
 (:meth:`FakeOmnidesk.staff_reply` posts a staff reply to the channel's Webhook URL,
-form-encoded like Omnidesk). :class:`WebhookServer` serves any ``handle(Request)`` on 127.0.0.1.
+form-encoded like Omnidesk).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import hmac
 import json
 import math
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,10 +26,10 @@ import attrs
 import requests
 
 from omnichannel.channels.omnidesk import CASE_STATUSES, OmnideskClient
-from omnichannel.integrations import body_limit
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.sending import RetryPolicy
-from omnichannel.testing.server import LocalServer
+from omnichannel.testing.compat import WebhookServer
+from omnichannel.testing.fake import FakePlatform
 
 __all__ = [
     "RULE_BODY_NEW_CASE",
@@ -72,8 +71,9 @@ def _now_text() -> str:
     return email.utils.format_datetime(datetime.now(timezone.utc))
 
 
-class FakeOmnidesk(LocalServer):
-    """A local Omnidesk account.
+class FakeOmnidesk(FakePlatform[FakeCall]):
+    """A local Omnidesk account. It records every API call it answers (:class:`FakeCall`, with
+    the status it answered, failures included).
 
     Args:
         email: the staff e-mail of the Basic-auth credentials the API accepts.
@@ -103,7 +103,6 @@ class FakeOmnidesk(LocalServer):
         self.staff_id = staff_id
         self.label_fields = label_fields
         self.retry_after = retry_after
-        self.calls: list[FakeCall] = []
         self.rate_limited = 0
         self.cases: dict[int, dict[str, Any]] = {}
         self.messages: dict[int, list[dict[str, Any]]] = {}
@@ -113,14 +112,11 @@ class FakeOmnidesk(LocalServer):
         self.users: dict[int, dict[str, Any]] = {}
         self.kb_articles: dict[int, dict[str, Any]] = {}
         self.webhooks_sent: list[tuple[str, int]] = []
-        self._cond = threading.Condition()
         self._ids = {"case": 100, "message": 5000, "label": 10, "user": 2000, "kb": 300, "cch": 0}
         self._per_window: int | None = None
         self._window = 60.0
         self._window_start = 0.0
         self._window_used = 0
-        self._forced: list[tuple[int, float | None, str]] = []
-        self._failures: list[tuple[int, str]] = []
 
     # set-up ---------------------------------------------------------------------------------
     def _next(self, kind: str) -> int:
@@ -262,20 +258,25 @@ class FakeOmnidesk(LocalServer):
         wait in the JSON body instead of the ``retry_after`` header."""
         if retry_after_in not in ("header", "body"):
             raise ValueError("retry_after_in must be 'header' or 'body'")
-        with self._cond:
-            self._forced.extend((status, retry_after, retry_after_in) for _ in range(count))
+        wait = self.retry_after if retry_after is None else retry_after
+        in_body = retry_after_in == "body"
+        self._script(count, lambda: self._limit_response(status, wait, in_body=in_body))
 
-    def fail_next(self, count: int, status: int = 503, error: str = "service_unavailable") -> None:
-        """Answer the next ``count`` calls with ``status`` and ``{"error": error}``."""
-        with self._cond:
-            self._failures.extend((status, error) for _ in range(count))
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        *,
+        retry_after: float | None = None,
+        body: Any = None,
+        error: str = "service_unavailable",
+    ) -> None:
+        """Answer the next ``count`` calls with ``status`` and ``{"error": error}`` (or
+        ``body``)."""
+        body = {"error": error} if body is None else body
+        super().fail_next(count, status, retry_after=retry_after, body=body)
 
     def _limited(self, method: str) -> Response | None:
-        if self._forced:
-            status, wait, where = self._forced.pop(0)
-            return self._limit_response(
-                status, self.retry_after if wait is None else wait, in_body=where == "body"
-            )
         if self._per_window is None:
             return None
         now = time.monotonic()
@@ -318,7 +319,7 @@ class FakeOmnidesk(LocalServer):
                 body = request.body.decode("utf-8", "replace")
         with self._cond:
             response = self._answer(request, body)
-            self.calls.append(
+            self.record(
                 FakeCall(
                     method=request.method,
                     path=request.path,
@@ -328,7 +329,6 @@ class FakeOmnidesk(LocalServer):
                     at=time.time(),
                 )
             )
-            self._cond.notify_all()
         return response
 
     def _authorized(self, request: Request) -> tuple[bool, str]:
@@ -352,12 +352,9 @@ class FakeOmnidesk(LocalServer):
                 401,
                 {"error": "wrong_credentials", "description": f"no staff with API key {key}"},
             )
-        limited = self._limited(request.method)
-        if limited is not None:
-            return limited
-        if self._failures:
-            status, error = self._failures.pop(0)
-            return Response.json(status, {"error": error})
+        scripted = self.scripted_failure(body) or self._limited(request.method)
+        if scripted is not None:
+            return scripted
         if request.body and not isinstance(body, (dict, list)):
             return Response.json(400, {"error": "invalid_json"})
         path = request.path[len("/api/") :]
@@ -726,48 +723,8 @@ class FakeOmnidesk(LocalServer):
         with self._cond:
             return [c for c in self.calls if c.method == method and re.search(pattern, c.path)]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` is true (checked whenever a call is answered).
-
-        Raises:
-            TimeoutError: it was still false after ``timeout`` seconds.
-        """
-        with self._cond:
-            if not self._cond.wait_for(predicate, timeout):
-                raise TimeoutError(f"condition not met within {timeout}s")
-
     def wait_for_staff_messages(self, case_id: int, count: int, timeout: float = 10.0) -> list[str]:
         """Wait until the case has ``count`` staff messages; return their texts."""
-
-        def enough() -> bool:
-            return sum(1 for m in self.messages[case_id] if m["staff_id"]) >= count
-
-        try:
-            self.wait_for(enough, timeout)
-        except TimeoutError:
-            got = self.staff_texts(case_id)
-            raise TimeoutError(
-                f"case {case_id}: expected {count} staff messages, got {got}"
-            ) from None
+        what = f"{count} staff messages in case {case_id}"
+        self.wait_for(lambda: len(self.staff_texts(case_id)) >= count, timeout, what=what)
         return self.staff_texts(case_id)
-
-
-class WebhookServer(LocalServer):
-    """Serves any ``handle(Request) -> Response`` (a channel's webhook) on 127.0.0.1.
-
-    ``url_for(path)`` is the full URL of a path on it, e.g. a channel's ``webhook_path``.
-    """
-
-    def __init__(self, handler: Callable[[Request], Response], *, port: int = 0) -> None:
-        super().__init__(port=port)
-        self.callback = handler
-        # a channel's bound ``handle``: the server refuses bodies over the channel's max_body
-        self.max_body = body_limit(getattr(handler, "__self__", handler))
-
-    def handle(self, request: Request) -> Response:
-        """Pass the request to the handler."""
-        return self.callback(request)
-
-    def url_for(self, path: str) -> str:
-        """``http://127.0.0.1:{port}{path}``."""
-        return self.url + (path if path.startswith("/") else "/" + path)

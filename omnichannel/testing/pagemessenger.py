@@ -1,8 +1,6 @@
 """A fake Page-messenger (Selarti) platform on 127.0.0.1 for tests and demos: it answers
 ``/api/1.1/wf/auth`` and ``/api/1.1/wf/send_message_external`` in Bubble's envelope, checks the
 bearer token, records what the AI receives, and posts the AI's answer to the bridge's webhook.
-
-:class:`LocalApp` serves several handlers (a ``Connector`` and a bridge) on one local port.
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from urllib.parse import urlencode
 import attrs
 import requests
 
-from omnichannel.integrations import Handler
 from omnichannel.runtime.http import Request, Response
-from omnichannel.testing.server import LocalServer
+from omnichannel.testing.compat import LocalApp
+from omnichannel.testing.fake import FakePlatform
 
 __all__ = ["FakePageMessenger", "LocalApp", "ReceivedMessage", "WebhookCall"]
 
@@ -65,13 +63,16 @@ def bubble_id() -> str:
     return f"{int(time.time() * 1000)}x{random.randrange(10**17, 10**18)}"  # noqa: S311
 
 
+def _bubble_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    code = code or ("UNAVAILABLE" if status >= 500 else "ERROR")
+    return {"statusCode": status, "body": {"status": code, "message": message}}
+
+
 def _bubble_error(status: int, code: str, message: str) -> Response:
-    return Response.json(
-        status, {"statusCode": status, "body": {"status": code, "message": message}}
-    )
+    return Response.json(status, _bubble_body(status, message, code))
 
 
-class FakePageMessenger(LocalServer):
+class FakePageMessenger(FakePlatform[ReceivedMessage]):
     """A local stand-in for the Page-messenger API and its AI.
 
     ``POST /api/1.1/wf/auth {"key"}`` issues a token (a wrong key gets 401, and — like some real
@@ -94,7 +95,7 @@ class FakePageMessenger(LocalServer):
         token_lifetime: when set, ``/wf/auth`` also answers ``expires`` (seconds).
 
     Attributes:
-        messages: what the AI received (:class:`ReceivedMessage`), in order.
+        messages: what the AI received (:class:`ReceivedMessage`; the fake's :attr:`calls`).
         webhooks: the answers posted to the bridge (:class:`WebhookCall`), in order.
         auth_calls: how many ``/wf/auth`` calls arrived (accepted or not).
         unauthorized: how many ``send_message_external`` calls were refused with 401.
@@ -128,16 +129,13 @@ class FakePageMessenger(LocalServer):
         self.company_id = bubble_id()
         self.channel_id = bubble_id()
         self.manager_id = bubble_id()
-        self.messages: list[ReceivedMessage] = []
         self.webhooks: list[WebhookCall] = []
         self.auth_calls = 0
         self.unauthorized = 0
         self.issued_tokens: list[str] = []
         self._tokens: set[str] = set()
         self._refuse_tokens = False
-        self._failures: list[tuple[int, dict[str, str], str]] = []
         self._threads: dict[str, str] = {}
-        self._cond = threading.Condition()
         self._answering: list[threading.Thread] = []
         self._session = requests.Session()
 
@@ -145,6 +143,11 @@ class FakePageMessenger(LocalServer):
     def base_url(self) -> str:
         """The API root to give ``PageMessengerClient(base_url=…)``."""
         return self.url + API_ROOT
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """What the AI received (:attr:`calls`), in order."""
+        return self.calls
 
     # controls -------------------------------------------------------------------------------
     def expire_tokens(self) -> None:
@@ -161,15 +164,20 @@ class FakePageMessenger(LocalServer):
         self,
         count: int,
         status: int = 503,
+        *,
         retry_after: float | None = None,
+        body: Any = None,
         message: str | None = None,
     ) -> None:
         """Answer the next ``count`` ``send_message_external`` calls with ``status`` (and a
         Bubble error body carrying ``message`` when given)."""
-        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-        text = message or f"told to answer {status}"
-        with self._cond:
-            self._failures.extend((status, headers, text) for _ in range(count))
+        if body is None and message is not None:
+            body = _bubble_body(status, message)
+        super().fail_next(count, status, retry_after=retry_after, body=body)
+
+    def error_body(self, status: int) -> Any:
+        """The body of a scripted failure: Bubble's error envelope."""
+        return _bubble_body(status, f"told to answer {status}")
 
     # the API --------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -221,13 +229,9 @@ class FakePageMessenger(LocalServer):
             with self._cond:
                 self.unauthorized += 1
             return _bubble_error(401, "UNAUTHORIZED", "Invalid or expired token")
-        with self._cond:
-            failure = self._failures.pop(0) if self._failures else None
+        failure = self.scripted_failure(body)
         if failure is not None:
-            status, headers, text = failure
-            response = _bubble_error(status, "UNAVAILABLE" if status >= 500 else "ERROR", text)
-            response.headers.update(headers)
-            return response
+            return failure
         for field in ("task_id", "chat_id", "message"):
             value = body.get(field)
             if not isinstance(value, str) or not value:
@@ -236,15 +240,14 @@ class FakePageMessenger(LocalServer):
                     "MISSING_DATA",
                     f"Missing parameter for workflow send_message_external: parameter {field}",
                 )
-        received = ReceivedMessage(
-            task_id=body["task_id"],
-            chat_id=body["chat_id"],
-            message=body["message"],
-            at=time.time(),
+        received = self.record(
+            ReceivedMessage(
+                task_id=body["task_id"],
+                chat_id=body["chat_id"],
+                message=body["message"],
+                at=time.time(),
+            )
         )
-        with self._cond:
-            self.messages.append(received)
-            self._cond.notify_all()
         thread = threading.Thread(target=self._answer, args=(received,), daemon=True)
         with self._cond:
             self._answering = [t for t in self._answering if t.is_alive()] + [thread]
@@ -350,17 +353,12 @@ class FakePageMessenger(LocalServer):
     # waiting --------------------------------------------------------------------------------
     def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until the AI received ``count`` messages; return them (``TimeoutError`` else)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.messages) >= count, timeout):
-                raise TimeoutError(f"expected {count} messages, got {len(self.messages)}")
-            return list(self.messages)
+        return self.wait_for(count, timeout, what=f"{count} messages")
 
     def wait_for_webhooks(self, count: int, timeout: float = 10.0) -> list[WebhookCall]:
         """Wait until ``count`` webhooks were posted and answered; return them."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.webhooks) >= count, timeout):
-                raise TimeoutError(f"expected {count} webhooks, got {len(self.webhooks)}")
-            return list(self.webhooks)
+        self.wait_for(lambda: len(self.webhooks) >= count, timeout, what=f"{count} webhooks")
+        return list(self.webhooks)
 
     def stop(self) -> None:
         """Let answers in flight finish, then stop serving."""
@@ -380,20 +378,3 @@ def _form_value(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
-
-
-class LocalApp(LocalServer):
-    """Serves several handlers on one 127.0.0.1 port, each under its path prefix (the longest
-    matching prefix wins): a ``Connector`` at ``/connector`` and a bridge at ``/pagemessenger``.
-    """
-
-    def __init__(self, routes: Mapping[str, Handler], *, port: int = 0) -> None:
-        super().__init__(port=port)
-        self.routes = dict(sorted(routes.items(), key=lambda item: -len(item[0])))
-
-    def handle(self, request: Request) -> Response:
-        """Pass the request to the handler whose prefix matches its path."""
-        for prefix, handler in self.routes.items():
-            if request.path.startswith(prefix):
-                return handler.handle(request)
-        return Response.error(404, "Not found.")

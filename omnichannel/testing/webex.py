@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -31,7 +31,8 @@ from omnichannel.channels.webex import (
 )
 from omnichannel.errors import ConfigurationError
 from omnichannel.runtime.http import Request, Response
-from omnichannel.testing.server import LocalServer
+from omnichannel.testing.compat import WebhookServer
+from omnichannel.testing.fake import FakePlatform
 
 __all__ = [
     "NOT_RETRIED",
@@ -195,12 +196,12 @@ class WebexDelivery:
     (the webhook was switched off before it could be delivered).
     """
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, fake: FakeWebexConnect) -> None:
         self.id = next(_ids)
         self.body = body
         self.attempts: list[DeliveryAttempt] = []
         self.state: State = "pending"
-        self._done = threading.Event()
+        self._fake = fake
 
     @property
     def event(self) -> Any:
@@ -213,7 +214,7 @@ class WebexDelivery:
     @property
     def done(self) -> bool:
         """True once the state is final."""
-        return self._done.is_set()
+        return self.state != "pending"
 
     @property
     def last(self) -> DeliveryAttempt | None:
@@ -222,13 +223,8 @@ class WebexDelivery:
 
     def wait(self, timeout: float = 10.0) -> Self:
         """Wait for the final state (raises ``TimeoutError``)."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"delivery {self.id} still {self.state} after {timeout}s")
+        self._fake.wait_for(lambda: self.done, timeout, what=f"the end of delivery {self.id}")
         return self
-
-    def _finish(self, state: State) -> None:
-        self.state = state
-        self._done.set()
 
     def __repr__(self) -> str:
         return f"WebexDelivery({self.id}, {self.state}, attempts={len(self.attempts)})"
@@ -238,48 +234,7 @@ class WebexDelivery:
 # servers
 
 
-class _Served:
-    """A ``handle(Request) -> Response`` callable as a handler. When it is an adapter's bound
-    ``handle``, the adapter's ``max_body`` and ``too_large`` apply, as they would in an app."""
-
-    def __init__(self, handle: Callable[[Request], Response]) -> None:
-        self._handle = handle
-        owner = getattr(handle, "__self__", None)
-        self.max_body: Any = getattr(owner, "max_body", None)
-        self.too_large: Any = getattr(owner, "too_large", None)
-
-    def handle(self, request: Request) -> Response:
-        """Call the served callable."""
-        return self._handle(request)
-
-
-class WebhookServer(LocalServer):
-    """Serves one ``handle(Request) -> Response`` callable (an adapter's webhook) on 127.0.0.1.
-
-    ``endpoint`` is the URL to give the platform (``url`` + ``path``). Example::
-
-        with WebhookServer(adapter.handle) as server:
-            webex.bot_url = server.endpoint
-    """
-
-    def __init__(
-        self,
-        handler: Callable[[Request], Response],
-        *,
-        path: str = "/webex",
-        port: int = 0,
-        backlog: int = 256,
-    ) -> None:
-        super().__init__(_Served(handler), port=port, backlog=backlog)
-        self.path = "/" + path.strip("/")
-
-    @property
-    def endpoint(self) -> str:
-        """The full URL of the served webhook."""
-        return self.url + self.path
-
-
-class FakeWebexConnect(LocalServer):
+class FakeWebexConnect(FakePlatform[BotEvent]):
     """A local stand-in for Webex Connect's generic-bot integration.
 
     Outbound (Webex → bot): :meth:`send` posts an event to ``bot_url``; an answer is a success
@@ -291,8 +246,9 @@ class FakeWebexConnect(LocalServer):
     ``count_rejections``, without counting toward deactivation.
 
     Inbound (bot → Webex): ``webhook_url`` (``{url}/events/{webhook_id}``) records the events
-    the bot posts (:attr:`events`), checks the ``key`` header when ``service_key`` is set
-    (401), refuses bodies over ``max_body_bytes`` with 430 and malformed events with 400.
+    the bot posts (:attr:`events`, the fake's :attr:`calls`), checks the ``key`` header when
+    ``service_key`` is set (401), refuses bodies over ``max_body_bytes`` with 430 and malformed
+    events with 400; ``fail_next`` and ``always`` refuse valid ones.
 
     Args:
         verification_token: the integration's verification token.
@@ -338,10 +294,6 @@ class FakeWebexConnect(LocalServer):
         self.consecutive_failures = 0
         self.peak_consecutive_failures = 0
         self.deliveries: list[WebexDelivery] = []
-        self.events: list[BotEvent] = []
-        self.refused: list[tuple[int, str]] = []
-        self._fail_next: list[int] = []
-        self._cond = threading.Condition()
         self._due: list[tuple[float, int, WebexDelivery]] = []
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max(1, senders), thread_name_prefix="fake-webex-send")
@@ -378,6 +330,11 @@ class FakeWebexConnect(LocalServer):
         """The URL the bot posts its events to (what Webex Connect generates)."""
         return f"{self.url}/events/{self.webhook_id}"
 
+    @property
+    def events(self) -> list[BotEvent]:
+        """The events the bot posted and the fake accepted (:attr:`calls`), in order."""
+        return self.calls
+
     # Webex → bot ----------------------------------------------------------------------------
     def send(self, event: Mapping[str, Any] | bytes | str) -> WebexDelivery:
         """Post an event (a mapping, or raw bytes for malformed bodies) to ``bot_url``."""
@@ -387,11 +344,11 @@ class FakeWebexConnect(LocalServer):
             body = json.dumps(event, ensure_ascii=False).encode()
         else:
             body = event.encode() if isinstance(event, str) else bytes(event)
-        delivery = WebexDelivery(body)
+        delivery = WebexDelivery(body, self)
         with self._cond:
             self.deliveries.append(delivery)
             if not self.active:
-                delivery._finish("inactive")
+                self._finish(delivery, "inactive")
                 return delivery
         self._pool.submit(self._attempt, delivery)
         return delivery
@@ -463,7 +420,7 @@ class FakeWebexConnect(LocalServer):
             return
         with self._cond:
             if not self.active:
-                delivery._finish("inactive")
+                self._finish(delivery, "inactive")
                 return
         assert self.bot_url is not None
         started = time.time()
@@ -502,11 +459,11 @@ class FakeWebexConnect(LocalServer):
             delivery.attempts.append(attempt)
             if outcome == "ok":
                 self.consecutive_failures = 0
-                delivery._finish("delivered")
+                self._finish(delivery, "delivered")
             elif outcome == "rejected":
                 if self.count_rejections:
                     self._count_failure()
-                delivery._finish("rejected")
+                self._finish(delivery, "rejected")
             else:
                 self._count_failure()
                 retry = len(delivery.attempts) - 1
@@ -514,7 +471,12 @@ class FakeWebexConnect(LocalServer):
                     due = time.monotonic() + self.retry_delays[retry]
                     heapq.heappush(self._due, (due, delivery.id, delivery))
                 else:
-                    delivery._finish("failed" if self.active else "inactive")
+                    self._finish(delivery, "failed" if self.active else "inactive")
+            self._cond.notify_all()
+
+    def _finish(self, delivery: WebexDelivery, state: State) -> None:
+        with self._cond:
+            delivery.state = state
             self._cond.notify_all()
 
     def _count_failure(self) -> None:
@@ -541,16 +503,9 @@ class FakeWebexConnect(LocalServer):
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until every delivery sent so far reached its final state."""
-        end = time.monotonic() + timeout
-        for delivery in list(self.deliveries):
-            delivery.wait(max(0.0, end - time.monotonic()))
+        self.wait_for(lambda: all(d.done for d in self.deliveries), timeout, what="the deliveries")
 
     # bot → Webex ----------------------------------------------------------------------------
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the bot's next ``count`` posts with ``status``."""
-        with self._cond:
-            self._fail_next.extend([status] * count)
-
     def handle(self, request: Request) -> Response:
         """The integration's webhook: record the bot's events."""
         if request.path.rstrip("/") != f"/events/{self.webhook_id}":
@@ -560,45 +515,33 @@ class FakeWebexConnect(LocalServer):
         if self.service_key is not None:
             got = request.headers.get("key", "").encode()
             if not hmac.compare_digest(got, self.service_key.encode()):
-                return self._refuse(401, "missing or wrong service key in the 'key' header")
+                return self.refuse(401, "missing or wrong service key in the 'key' header")
         if len(request.body) > self.max_body_bytes:
-            return self._refuse(430, f"payload larger than {self.max_body_bytes} bytes")
+            return self.refuse(430, f"payload larger than {self.max_body_bytes} bytes")
         try:
             body = json.loads(request.body)
         except ValueError:
-            return self._refuse(400, "body is not JSON")
+            return self.refuse(400, "body is not JSON")
         problem = _reply_problem(body)
         if problem is not None:
-            return self._refuse(400, problem)
-        with self._cond:
-            if self._fail_next:
-                status = self._fail_next.pop(0)
-                self.refused.append((status, "told to fail"))
-                return Response.error(status, "told to fail")
-            self.events.append(
-                BotEvent(
-                    eventid=str(body["eventid"]),
-                    conversation_id=str(body["conversation_id"]),
-                    body=body,
-                    headers=dict(request.headers),
-                    at=time.time(),
-                )
+            return self.refuse(400, problem)
+        failure = self.scripted_failure("told to fail")
+        if failure is not None:
+            return failure
+        self.record(
+            BotEvent(
+                eventid=str(body["eventid"]),
+                conversation_id=str(body["conversation_id"]),
+                body=body,
+                headers=dict(request.headers),
+                at=time.time(),
             )
-            self._cond.notify_all()
+        )
         return Response.json(200, {"status": "accepted"})
-
-    def _refuse(self, status: int, problem: str) -> Response:
-        with self._cond:
-            self.refused.append((status, problem))
-            self._cond.notify_all()
-        return Response.error(status, problem)
 
     def wait_for_events(self, count: int, timeout: float = 10.0) -> list[BotEvent]:
         """Wait until the bot posted ``count`` events; return them (raises ``TimeoutError``)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.events) >= count, timeout):
-                raise TimeoutError(f"expected {count} bot events, got {len(self.events)}")
-            return list(self.events)
+        return self.wait_for(count, timeout, what=f"{count} bot events")
 
     def events_for(self, conversation_id: str, eventid: str | None = None) -> list[BotEvent]:
         """The bot's events of one conversation (of one ``eventid`` when given), in order."""
