@@ -11,16 +11,11 @@ import attrs
 import pytest
 import requests
 
-from omnichannel.integrations import DEFAULT_MAX_BODY
-from omnichannel.runtime.http import Request, Response
 from omnichannel.testing import FakePlatform, RecordingChannelServer
-from omnichannel.testing import compat as compat_module
 from omnichannel.testing.channel import Call
 from omnichannel.testing.omnidesk import FakeCall, FakeOmnidesk
-from omnichannel.testing.omnidesk import WebhookServer as OmnideskWebhookServer
-from omnichannel.testing.pagemessenger import FakePageMessenger, LocalApp, ReceivedMessage
+from omnichannel.testing.pagemessenger import FakePageMessenger, ReceivedMessage
 from omnichannel.testing.webex import BotEvent, FakeWebexConnect
-from omnichannel.testing.webex import WebhookServer as WebexWebhookServer
 
 
 def _channel_call(fake: Any) -> requests.Response:
@@ -143,40 +138,3 @@ def test_wait_for_times_out_with_a_clear_message(fake: FakePlatform[Any]) -> Non
         fake.wait_for(replied, timeout=0.05)
     with pytest.raises(TimeoutError, match=r"waiting for the reply after 0.05s \(0 calls"):
         fake.wait_for(lambda: False, timeout=0.05, what="the reply")
-
-
-# --- the compatibility names -------------------------------------------------------------------
-
-
-class Small:
-    """A handler with its own body limit."""
-
-    max_body = 16
-
-    def handle(self, request: Request) -> Response:
-        return Response.json(200, {"path": request.path})
-
-
-def test_one_webhook_server_class_serves_adapters_and_functions() -> None:
-    assert WebexWebhookServer is OmnideskWebhookServer is compat_module.WebhookServer
-    with WebexWebhookServer(Small().handle) as server:
-        assert requests.post(server.endpoint, data=b"x" * 17, timeout=5).status_code == 413
-        assert requests.post(server.url_for("a"), data=b"x", timeout=5).json() == {"path": "/a"}
-    with WebexWebhookServer(lambda request: Response.error(500, "down")) as down:
-        assert down.max_body == DEFAULT_MAX_BODY
-        assert requests.post(down.endpoint, timeout=5).status_code == 500
-
-
-def test_local_app_routes_by_the_longest_prefix() -> None:
-    with LocalApp({"/a": Small(), "/a/b": Echo("ab")}) as served:
-        assert requests.get(f"{served.url}/a/b/c", timeout=5).json() == {"who": "ab"}
-        assert requests.get(f"{served.url}/a/c", timeout=5).json() == {"path": "/a/c"}
-        assert requests.get(f"{served.url}/z", timeout=5).status_code == 404
-
-
-@attrs.frozen
-class Echo:
-    who: str
-
-    def handle(self, request: Request) -> Response:
-        return Response.json(200, {"who": self.who})

@@ -28,7 +28,6 @@ import requests
 from omnichannel.channels.omnidesk import CASE_STATUSES, OmnideskClient
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.sending import RetryPolicy
-from omnichannel.testing.compat import WebhookServer
 from omnichannel.testing.fake import FakePlatform
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "RULE_BODY_UPDATED_CASE",
     "FakeCall",
     "FakeOmnidesk",
-    "WebhookServer",
 ]
 
 RULE_BODY_NEW_CASE = """{

@@ -19,10 +19,9 @@ import attrs
 import requests
 
 from omnichannel.runtime.http import Request, Response
-from omnichannel.testing.compat import LocalApp
 from omnichannel.testing.fake import FakePlatform
 
-__all__ = ["FakePageMessenger", "LocalApp", "ReceivedMessage", "WebhookCall"]
+__all__ = ["FakePageMessenger", "ReceivedMessage", "WebhookCall"]
 
 API_ROOT = "/api/1.1"
 """Where the fake's API lives: ``PageMessengerClient(base_url=fake.base_url)``."""

@@ -31,7 +31,6 @@ from omnichannel.channels.webex import (
 )
 from omnichannel.errors import ConfigurationError
 from omnichannel.runtime.http import Request, Response
-from omnichannel.testing.compat import WebhookServer
 from omnichannel.testing.fake import FakePlatform
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "DeliveryAttempt",
     "FakeWebexConnect",
     "WebexDelivery",
-    "WebhookServer",
     "delivery_status_event",
     "incoming_message_event",
     "postback_event",
