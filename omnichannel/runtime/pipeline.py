@@ -94,8 +94,14 @@ class Runtime:
         background: run turns and deliver replies in this process (``False``: only admit
             turns, for webhook front-ends whose turns ``omnichannel worker`` processes run).
         dedupe_ttl: seconds a delivery id is remembered (platforms retry within an hour).
-        max_pending: turns waiting in the inbox above which webhooks answer the platform's
+        max_pending: turns and replies waiting above which webhooks answer the platform's
             retryable status (503 + ``Retry-After``) instead of admitting more.
+        pace_above: flow control: while more than this many turns and replies wait, an
+            acknowledgement is held back (up to ``max_ack_delay`` seconds) until the pipeline
+            catches up, so a platform sends no faster than the bot answers (``None``: off).
+        max_ack_delay: the longest an acknowledgement is held back by ``pace_above``.
+        admission_concurrency: webhook requests writing to the store at once (the others wait
+            their turn without taking the store's lock from the workers).
         retry_after: seconds put in ``Retry-After`` when refusing.
         turn_lease: seconds a claimed turn stays reserved (renewed while it runs; a turn whose
             worker died is run again once its lease runs out).
@@ -116,7 +122,10 @@ class Runtime:
         retry_after: int = 5,
         turn_lease: float = 60.0,
         max_turn_attempts: int = 5,
-        outbox_workers: int = 4,
+        admission_concurrency: int = 2,
+        pace_above: int | None = 256,
+        max_ack_delay: float = 0.5,
+        outbox_workers: int = 16,
         outbox_deadline: float = 3600.0,
         outbox_backoff: float = 1.0,
         outbox_cap: float = 60.0,
@@ -133,6 +142,9 @@ class Runtime:
         self.retry_after = retry_after
         self.max_turn_attempts = max_turn_attempts
         self._workers = workers
+        self._admission_concurrency = max(1, admission_concurrency)
+        self.pace_above = pace_above
+        self.max_ack_delay = max_ack_delay
         self._turn_lease = turn_lease
         self._outbox_options: dict[str, Any] = {
             "workers": outbox_workers,
@@ -152,6 +164,7 @@ class Runtime:
         self._started = False
         self._closed = False
         self._pending_seen = 0
+        self._admitting = threading.BoundedSemaphore(self._admission_concurrency)
         self._pending_at = 0.0
         self._admitted_since = 0
         self.outbox = Outbox(
@@ -265,16 +278,30 @@ class Runtime:
         return finished and delivered and not turns_left and not replies_left
 
     # admission ------------------------------------------------------------------------------
-    def overloaded(self) -> bool:
-        """``True`` when ``max_pending`` turns already wait (checked against the store often)."""
+    def backlog(self) -> int:
+        """Turns waiting plus replies pending, sampled from the store at most every 20 ms."""
         now = time.monotonic()
         with self._lock:
-            if now - self._pending_at < 0.25:
-                return self._pending_seen + self._admitted_since >= self.max_pending
-        pending = self.store.pending(INBOX)
+            if now - self._pending_at < 0.02:
+                return self._pending_seen + self._admitted_since
+        pending = self.store.pending(INBOX) + self.store.pending(OUTBOX)
         with self._lock:
             self._pending_seen, self._pending_at, self._admitted_since = pending, now, 0
-        return pending >= self.max_pending
+        return pending
+
+    def overloaded(self) -> bool:
+        """``True`` when the inbox and outbox hold ``max_pending`` items or more."""
+        return self.backlog() >= self.max_pending
+
+    def _pace(self) -> None:
+        # flow control: while the pipeline is behind, hold the acknowledgement a little (up to
+        # max_ack_delay), so a busy platform sends no faster than the bot answers and an
+        # acknowledged message is answered within seconds
+        if self.pace_above is None or self.inline:
+            return
+        end = time.monotonic() + self.max_ack_delay
+        while self.backlog() > self.pace_above and time.monotonic() < end:
+            time.sleep(0.005)
 
     def admit(
         self, channel: WebhookChannel, request: Request, deliveries: Sequence[Delivery]
@@ -311,7 +338,9 @@ class Runtime:
             )
             ttl = self.dedupe_ttl if delivery.ttl is None else delivery.ttl
             try:
-                new = self.store.inbox_admit(item, delivery.key, ttl)
+                with self._admitting:
+                    self._pace()
+                    new = self.store.inbox_admit(item, delivery.key, ttl)
             except Exception as exc:
                 refusal = channel.unavailable(self.retry_after)
                 self._warn(
