@@ -632,59 +632,26 @@ def test_sqlite_purges_expired_dedupe_keys(tmp_path: Path) -> None:
 
 # Redis specifics ----------------------------------------------------------------------------------
 @pytest.mark.redis
-def test_redis_outbox_runs_on_a_stream_consumer_group(redis_url: str) -> None:
+def test_redis_outbox_runs_on_plain_lists_with_leases_taken_over(redis_url: str) -> None:
     import redis
 
-    prefix = unique_prefix("stream")
+    prefix = unique_prefix("lists")
     store = RedisStore(redis_url, prefix=prefix)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         store.add(item("a", 0))
-        groups = client.xinfo_groups(prefix + "outbox")
-        assert [g["name"] for g in groups] == ["outbox"]
+        assert client.lrange(prefix + "outbox:ready", 0, -1) == ["a"]
         store.claim("outbox", "dead-worker", time.time(), 10, 0.3)
-        pending = client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10)
-        assert [p["consumer"] for p in pending] == ["dead-worker"]
+        assert client.lindex(prefix + "outbox:chat:a", 0).endswith("\ndead-worker")
         got: list[QueueItem] = []
         wait_until(lambda: bool(got.extend(store.claim("outbox", "heir", time.time(), 10, 30)) or got))
-        pending = client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10)
-        assert [p["consumer"] for p in pending] == ["heir"]  # XAUTOCLAIM took it over
+        assert client.lindex(prefix + "outbox:chat:a", 0).endswith("\nheir")  # the sweep took it over
         store.ack(got[0])
-        assert client.xpending_range(prefix + "outbox", "outbox", "-", "+", 10) == []
-        assert client.xlen(prefix + "outbox") == 0  # handled notices are deleted
+        assert not client.exists(prefix + "outbox:chat:a", prefix + "outbox:ready")
+        assert store.lease_owners() == set()
         assert client.ttl(prefix + "seen:x") == -2
         store.mark_seen("x", 60)
         assert 0 < client.ttl(prefix + "seen:x") <= 60
-    finally:
-        client.close()
-        store.close()
-
-
-@pytest.mark.redis
-def test_redis_forgets_consumers_of_stopped_outboxes(redis_url: str) -> None:
-    import redis
-
-    prefix = unique_prefix("consumers")
-    store = RedisStore(
-        redis_url, prefix=prefix, maintenance_interval=0.0, forget_consumers_after=0.2
-    )
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        store.add(item("a", 0))
-        store.add(item("b", 0))
-        (held,) = store.claim("outbox", "holder", time.time(), 1, 30)
-        (done,) = store.claim("outbox", "stopped", time.time(), 1, 30)
-        store.ack(done)  # "stopped" delivered its item, then its process ended
-
-        def names() -> set[str]:
-            return {c["name"] for c in client.xinfo_consumers(prefix + "outbox", "outbox")}
-
-        assert names() == {"holder", "stopped"}
-        # a claim runs the clean-up: the idle consumer with nothing pending goes, the holder stays
-        wait_until(
-            lambda: store.claim("outbox", "live", time.time(), 1, 30) == [] and (names() == {"holder"})
-        )
-        store.ack(held)
     finally:
         client.close()
         store.close()

@@ -1,16 +1,14 @@
 """The shared store for several workers or machines: Redis 6.2 or later (redis-py is the optional
 extra ``pip install "omnichannel[redis]"``).
 
-Every change that touches more than one key is one Lua script (Redis runs a script atomically),
-called with ``EVALSHA``: one round trip per operation, and a call that fails (Redis away, a
-timeout) happened entirely or not at all. The scripts are written so that repeating a call whose
-answer was lost is harmless (an ``add`` of an id already queued, an ``ack`` of an item already
-gone change nothing), since callers retry what raised.
+Every change that touches more than one key is one Lua script, called with ``EVALSHA``: one
+round trip per operation, done entirely or not at all (Redis away, a timeout). Repeating a call
+whose answer was lost is harmless (an ``add`` of an id already queued, an ``ack`` of an item
+already gone change nothing), since callers retry what raised.
 
-**Keys.** Every key starts with ``prefix`` (``omnichannel:`` by default; ``?prefix=`` in the
-URL), so several apps share one database. The scripts are rendered per store with the key names
-written in, so on Redis Cluster put a hash tag in the prefix (``"{omnichannel}:"``) to keep
-every key in one slot.
+**Keys** start with ``prefix`` (``omnichannel:`` by default; ``?prefix=`` in the URL), so apps
+share one database. The scripts are rendered per store with the key names written in: on Redis
+Cluster put a hash tag in the prefix (``"{omnichannel}:"``) to keep every key in one slot.
 
 - ``{p}seen:{key}``: a dedupe mark, ``SET key 1 NX PX ttl`` (Redis expires it by itself).
 - ``{p}state:{key}``: chat state, a hash ``{v: version, d: JSON}``. A new key's version is the
@@ -19,59 +17,53 @@ every key in one slot.
 - ``{p}dead``: dead letters of both queues, ids scored by ``created_at``; ``{p}dead:{id}`` a
   hash ``{queue, chat_key, item}``.
 
-Each queue has its own keys, the outbox's under ``{b} = {p}``, the inbox's under
-``{b} = {p}inbox:``:
+Each queue has the same keys, under ``{b} = {p}inbox:`` or ``{b} = {p}outbox:``:
 
-- ``{b}chat:{chat_key}``: a list, the chat's items in order (``RPUSH``: the order of arrival at
-  Redis, whichever process added them). An item is one string, ``id \\n next_attempt_at \\n
-  deadline \\n JSON`` (the JSON, ASCII only, holds the other fields): a claim hands it back as
-  is, and a script reads the due time without decoding anything.
-- ``{b}items``: the set of queued ids (its size is :meth:`RedisStore.pending`; membership is
-  "still queued").
-- the notice **stream** (``{p}outbox`` for the outbox, ``{p}inbox:stream`` for the inbox), read
-  through a **consumer group** named after the queue, one consumer per lease owner: an entry
-  says "this chat has a head to hand out".
-- ``{b}head:{chat_key}``: a hash on how the chat's head is handled: ``notice`` (the id of its
-  one live notice) or ``delayed`` (it waits for a retry), and while leased ``owner`` and
-  ``until`` (the lease's end).
+- ``{b}chat:{chat_key}``: a list, the chat's items in order of arrival at Redis. An item is one
+  string, ``id \\n next_attempt_at \\n created_at \\n deadline \\n JSON`` (ASCII JSON of the
+  other fields): a claim hands it back as is, a script reads id and due time without decoding.
+  A leased chat's list starts with its **lease**, ``\\n since span \\n owner`` (no item starts
+  with a line break: ids are non-empty and have none).
+- ``{b}items``: the set of queued ids ("still queued"; its size is ``pending``), plus the empty
+  id, which keeps the set from being deleted and made again each time the queue drains.
+- ``{b}ready``: a list of chats whose head is due, served first come first served (chats that
+  waited longest, from a lease that ran out or a retry that came due, go to the front).
 - ``{b}delayed``: chats whose head waits for a retry, scored by its ``next_attempt_at``.
-- ``{b}leases``: leased chats scored by the lease's end, in milliseconds of the Redis server's
-  clock (workers' clocks never matter for leases), so a claim finds the leases that ran out (a
-  worker died) with one range query.
+- ``{b}leased``: the chats claimed since the last sweep and those leased then;
+  ``{b}sweep``: a mark that lets one claim a second, from whichever process, sweep.
 
-Invariants: a chat with items has exactly one live notice (unread, or pending with a consumer,
-normally its lease owner) or is in ``delayed``, never both; a leased chat keeps its notice
-pending until the lease ends; only the ``owner`` named in the head hash ends a lease, and a
-lease that ran out is taken over by the next claim. Deleting every key of the prefix (or
-``FLUSHDB``) is safe: the groups are recreated on ``NOGROUP``. Deleting a stream alone loses the
-notices of chats not leased at that moment (leased ones get fresh notices when their lease
-runs out).
+**Leases** are timed by the Redis server's clock alone: the sweep stamps a new or renewed lease
+with ``TIME`` (``since``, 0 until then) and ends it once ``span`` milliseconds have passed (a
+30 s lease ends 30 to 32 s after its claim or last renewal), its chat going to the front of
+``ready``. Otherwise only the owner named in the lease ends it.
 
-**Claim** (one script): due ``delayed`` chats get notices; the notices of chats whose lease ran
-out are taken over with ``XCLAIM``; about once a second also ``XAUTOCLAIM`` of any notice
-pending longer than a lease (a dead consumer's, whatever the reason); then ``XREADGROUP`` of new
-notices. For each: a notice that is not the chat's live one is deleted; a chat leased by someone
-else is left alone; a head not yet due moves the chat to ``delayed``; otherwise the chat is
-leased and its head returned. **Ack, bury, reschedule** remove or update the item when it is
-still queued, and end the lease only when the caller owns it (a late worker whose lease was
-taken over never releases the new owner's): the notice is deleted and a fresh one posted when
-the chat has more. **Inbox admit** sets the dedupe mark and adds the turn in one script;
-**inbox complete** adds the replies to the outbox, removes the turn and ends its lease in one.
+Invariants: a chat with items and no lease is in ``ready`` or ``delayed``; every lease's chat
+is in ``leased``. An entry of ``ready`` may be stale (its chat was leased or emptied meanwhile,
+by a second entry or a late worker); a claim skips it, so no chat is leased twice. Deleting
+every key of the prefix (or ``FLUSHDB``) is safe; deleting ``ready``, ``delayed`` or ``leased``
+alone strands the chats they name.
 
-Why this shape: on a local Redis an operation's cost beyond the round trip is mostly the
-client's packing of arguments and parsing of replies, and the server's per-``redis.call``
-overhead. So an item travels as one string both ways, a script learns its key names from its
-text rather than from arguments, and the per-chat facts a claim or an ack needs sit in one
-small hash (one ``HMGET``).
+**Claim**: the sweep when due; every 0.1 s per store (or when the caller's ``now`` jumps),
+retries that came due move to ``ready``; then ``LMOVE`` of chats from ``ready`` to ``leased``
+until ``limit`` are leased (``LPUSH`` of the lease). **Add**: ``SADD``, ``RPUSH``, and the chat
+goes to ``ready`` if its list is new. **Ack, bury, reschedule, inbox complete** change the item
+if still queued and end the lease only if the caller owns it (a late worker never releases the
+new owner's); the owner's ack pops lease, item and next head in one ``LPOP``.
+
+Why this shape: on a local Redis an operation's cost beyond its round trip is mostly each call
+inside a script that touches data, and the client's packing of arguments and parsing of
+replies. A put, claim and ack here make eight list and set calls in all (sorted sets, dearer,
+only hold retries), keep nothing per worker (unlike a stream's consumer group), send an item as
+one string both ways, and build scripts, their call heads and claim arguments once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from json import encoder as _json_encoder
 from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -85,70 +77,119 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-log = logging.getLogger(__name__)
-
 INSTALL_HINT = 'the Redis store needs redis-py: pip install "omnichannel[redis]"'
 
-MIN_VERSION = (6, 2)
+MIN_VERSION = (6, 2)  # LMOVE, LPOP with a count
 
-SWEEP_INTERVAL = 1.0  # seconds between XAUTOCLAIM sweeps of one queue by one store handle
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of the leases (one sweep for all processes)
+DUE_INTERVAL = 0.1  # seconds between looks (per store) for retries that came due
 
 # The queue scripts are templates: $P becomes the prefix, $Q the key names (a Lua table) of the
 # script's queue, $IN / $OUT those of the inbox / outbox, $MODE what a release does. Each script
 # defines only the helpers it calls (defining a function costs time on every run).
 _HELPERS = {
-    "post": """
-local function post(q, chat)
-    redis.call('HSET', q.head .. chat, 'notice', redis.call('XADD', q.stream, '*', 'chat', chat))
-end""",
-    "unpost": """
-local function unpost(q, id)
-    redis.call('XACK', q.stream, q.group, id)
-    redis.call('XDEL', q.stream, id)
+    "file": r"""
+local function file(q, chat, head, first)
+    -- queue a chat nobody leases by its head: a retry in `delayed`, else in `ready` (at the
+    -- front if `first`)
+    if not head then return end
+    local at = string.match(head, '^[^\n]*\n([^\n]*)')
+    if tonumber(at) > 0 then
+        redis.call('ZADD', q.delayed, at, chat)
+    elseif first then
+        redis.call('LPUSH', q.ready, chat)
+    else
+        redis.call('RPUSH', q.ready, chat)
+    end
 end""",
     "push": r"""
 local function push(q, chat, item)
     -- append an item (unless its id is queued already: a repeated call adds nothing)
     if redis.call('SADD', q.items, string.match(item, '^[^\n]*')) == 0 then return false end
-    redis.call('RPUSH', q.chat .. chat, item)
-    local head = redis.call('HMGET', q.head .. chat, 'notice', 'delayed')
-    if not head[1] and not head[2] then post(q, chat) end
+    if redis.call('RPUSH', q.chat .. chat, item) == 1 then file(q, chat, item) end
     return true
 end""",
-    "find": r"""
+    "finish": r"""
 local function find(list, id)
-    -- the position (0-based) and text of the item `id` in a chat's list: the head, normally
+    -- the position (0-based) and text of the item `id` anywhere in a chat's list
     local prefix = id .. '\n'
-    local first = redis.call('LINDEX', list, 0)
-    if not first or string.sub(first, 1, #prefix) == prefix then return first and 0, first end
-    for i, item in ipairs(redis.call('LRANGE', list, 1, -1)) do
-        if string.sub(item, 1, #prefix) == prefix then return i, item end
+    for i, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
+        if string.sub(item, 1, #prefix) == prefix then return i - 1, item end
     end
+end
+
+local function finish(q, chat, id, owner, queued, record)
+    -- remove the item `id` (or put `record` in its place) if still `queued`; end the lease if
+    -- `owner` holds it; queue the chat again by its new head unless someone else leases it
+    local list, prefix = q.chat .. chat, id .. '\n'
+    if queued and not record and owner ~= '' then
+        -- the owner is done with its head, normally: lease, item and next head in one pop
+        local top = redis.call('LPOP', list, 3)
+        if top and top[2] and string.sub(top[2], 1, #prefix) == prefix
+                and string.match(top[1], '^\n%d+ %d+\n(.*)$$') == owner then
+            if top[3] then
+                redis.call('LPUSH', list, top[3])
+                file(q, chat, top[3])
+            end
+            return
+        end
+        for i = #(top or {}), 1, -1 do redis.call('LPUSH', list, top[i]) end  -- not so: undo
+    end
+    local top = redis.call('LRANGE', list, 0, 2)
+    local leased = top[1] and string.byte(top[1]) == 10
+    local held = leased and owner ~= '' and string.match(top[1], '^\n%d+ %d+\n(.*)$$') == owner
+    local cut, moved = 0, held
+    if held then cut = 1 end
+    if queued then
+        local head = top[cut + 1]
+        if head and string.sub(head, 1, #prefix) == prefix then  -- the head, normally
+            if record then
+                redis.call('LSET', list, cut, record)
+                top[cut + 1] = record
+            else
+                cut = cut + 1
+            end
+            moved = true
+        else  -- further down: a late caller's item (the head stays)
+            local at, item = find(list, id)
+            if item and record then
+                redis.call('LSET', list, at, record)
+            elseif item then
+                redis.call('LREM', list, 1, item)
+            end
+        end
+    end
+    if cut > 0 then redis.call('LTRIM', list, cut, -1) end
+    if moved and (held or not leased) then file(q, chat, top[cut + 1]) end
 end""",
-    "remove": r"""
-local function remove(list, id)
-    local prefix = id .. '\n'
-    local first = redis.call('LPOP', list)
-    if not first or string.sub(first, 1, #prefix) == prefix then return first end
-    redis.call('LPUSH', list, first)  -- not the head (a late caller): look further
-    local _, item = find(list, id)
-    if item then redis.call('LREM', list, 1, item) end
-    return item
-end""",
-    "let_go": """
-local function let_go(q, chat, notice)
-    -- the chat's lease ended: drop its notice, and post a fresh one if items are left
-    if notice then unpost(q, notice) end
-    redis.call('DEL', q.head .. chat)
-    if redis.call('LLEN', q.chat .. chat) > 0 then post(q, chat) end
-end""",
-    "release": """
-local function release(q, chat, owner)
-    -- end the lease if `owner` holds it
-    local head = redis.call('HMGET', q.head .. chat, 'owner', 'notice')
-    if owner == '' or head[1] ~= owner then return false end
-    redis.call('ZREM', q.leases, chat)
-    return true, head[2]
+    "sweep": r"""
+local function sweep(q)
+    -- stamp new and renewed leases with the server's clock; end those that ran out (their
+    -- owner died or stalled), queueing their chats at the front; forget released ones
+    local t = redis.call('TIME')
+    local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+    local live, seen = {}, {}
+    for _, chat in ipairs(redis.call('LRANGE', q.leased, 0, -1)) do
+        if not seen[chat] then
+            seen[chat] = true
+            local list = q.chat .. chat
+            local lease = redis.call('LINDEX', list, 0)
+            local stamp, span, owner = string.match(lease or '', '^\n(%d+) (%d+)\n(.*)$$')
+            if stamp == '0' then
+                redis.call('LSET', list, 0, '\n' .. now_ms .. ' ' .. span .. '\n' .. owner)
+                live[#live + 1] = chat
+            elseif stamp and tonumber(stamp) + tonumber(span) <= now_ms then
+                redis.call('LPOP', list)
+                file(q, chat, redis.call('LINDEX', list, 0), true)
+            elseif stamp then
+                live[#live + 1] = chat
+            end
+        end
+    end
+    redis.call('DEL', q.leased)
+    for i = 1, #live, 1000 do
+        redis.call('RPUSH', q.leased, unpack(live, i, math.min(i + 999, #live)))
+    end
 end""",
 }
 
@@ -160,7 +201,7 @@ def _script(helpers: str, body: str) -> str:
 
 # ARGV: chat, item[, dedupe key, ttl_ms]
 _ADD = _script(
-    "post push",
+    "file push",
     """
 if ARGV[3] and not redis.call('SET', P .. 'seen:' .. ARGV[3], 1, 'NX', 'PX', ARGV[4]) then
     return 0
@@ -170,151 +211,91 @@ return 1
 """,
 )
 
-# ARGV: owner, now, limit, lease_ms, sweep ('1': XAUTOCLAIM too)
+# ARGV: owner, now, "limit lease_ms sweep due" (sweep 1: sweep unless another claim did within
+# the interval; due 1: move the retries that came due to `ready`)
 _CLAIM = _script(
-    "post unpost let_go",
+    "file sweep",
     r"""
 local q, owner, now = $Q, ARGV[1], tonumber(ARGV[2])
-local limit, lease_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local out = {}
-
-local function consider(id, fields)
-    local chat = fields and fields[2]
-    local key = chat and q.head .. chat
-    local head = key and redis.call('HMGET', key, 'notice', 'until')
-    if not head or head[1] ~= id then
-        unpost(q, id)  -- not the chat's live notice (or malformed): delete it
-        return
-    end
-    if head[2] and tonumber(head[2]) > now_ms then return end  -- leased: stays pending
-    local item = redis.call('LINDEX', q.chat .. chat, 0)
-    local due = item and string.match(item, '^[^\n]*\n([^\n]*)')
-    if item and tonumber(due) <= now then
-        local until_ms = now_ms + lease_ms
-        redis.call('ZADD', q.leases, until_ms, chat)
-        redis.call('HSET', key, 'owner', owner, 'until', until_ms)
-        out[#out + 1] = item
-        return
-    end
-    if head[2] then redis.call('ZREM', q.leases, chat) end  -- ran out, not handed out now
-    unpost(q, id)
-    redis.call('DEL', key)
-    if item then  -- not due: wait in `delayed`
-        redis.call('ZADD', q.delayed, due, chat)
-        redis.call('HSET', key, 'delayed', 1)
+local limit, lease_ms, sweeping, due = string.match(ARGV[3], '^(%d+) (%d+) (%d) (%d)$$')
+limit = tonumber(limit)
+if sweeping == '1' and redis.call('SET', q.sweep, 1, 'NX', 'PX', $SWEEP_MS) then sweep(q) end
+if due == '1' then
+    local chats = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', ARGV[2], 'LIMIT', 0, 100)
+    if #chats > 0 then  -- to the front of `ready`, the first due first
+        redis.call('ZREM', q.delayed, unpack(chats))
+        for i = #chats, 1, -1 do redis.call('LPUSH', q.ready, chats[i]) end
     end
 end
-
-local retries = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', ARGV[2], 'LIMIT', '0', ARGV[3])
-for _, chat in ipairs(retries) do
-    redis.call('ZREM', q.delayed, chat)
-    redis.call('HDEL', q.head .. chat, 'delayed')
-    post(q, chat)
-end
-local ran_out = redis.call('ZRANGEBYSCORE', q.leases, '-inf', now_ms, 'LIMIT', '0', ARGV[3])
-for _, chat in ipairs(ran_out) do
-    local key = q.head .. chat
-    local id = redis.call('HGET', key, 'notice')
-    local taken = id and redis.call('XCLAIM', q.stream, q.group, owner, 0, id)
-    redis.call('ZREM', q.leases, chat)
-    redis.call('HDEL', key, 'owner', 'until')
-    if taken and taken[1] and taken[1][2] then
-        consider(taken[1][1], taken[1][2])
-    else  -- its notice is gone (deleted by hand): a fresh one, if items are left
-        let_go(q, chat, nil)
+local lease, out = '\n0 ' .. lease_ms .. '\n' .. owner, {}
+for _ = 1, limit + 100 do
+    local chat = redis.call('LMOVE', q.ready, q.leased, 'LEFT', 'RIGHT')
+    if not chat then break end
+    local list = q.chat .. chat
+    local head = redis.call('LINDEX', list, 0)
+    if head and string.byte(head) ~= 10 then  -- else a stale entry: emptied, or leased
+        local at = string.match(head, '^[^\n]*\n([^\n]*)')
+        if tonumber(at) > now then  -- rescheduled by a late worker meanwhile
+            redis.call('ZADD', q.delayed, at, chat)
+        else
+            redis.call('LPUSH', list, lease)
+            out[#out + 1] = head
+            if #out == limit then break end
+        end
     end
-end
-if ARGV[5] == '1' and #out < limit then
-    local swept = redis.call('XAUTOCLAIM', q.stream, q.group, owner, lease_ms, '0-0',
-                             'COUNT', limit - #out)
-    for _, entry in ipairs(swept[2]) do
-        if entry then consider(entry[1], entry[2]) end
-    end
-end
-while #out < limit do
-    local want = limit - #out
-    local read = redis.call('XREADGROUP', 'GROUP', q.group, owner, 'COUNT', want,
-                            'STREAMS', q.stream, '>')
-    if not read then break end
-    local entries = read[1][2]
-    for _, entry in ipairs(entries) do consider(entry[1], entry[2]) end
-    if #entries < want then break end
 end
 return out
 """,
 )
 
-# ARGV: id, chat, owner[, item as updated by the caller[, created_at]]
+# ARGV: id, chat, owner[, item as updated by the caller]
 _RELEASE = _script(
-    "post unpost find remove let_go release",
+    "file finish",
     r"""
 local q, mode, id, chat = $Q, '$MODE', ARGV[1], ARGV[2]
-local list = q.chat .. chat
 if mode == 'reschedule' then
-    if redis.call('SISMEMBER', q.items, id) == 1 then
-        local at = find(list, id)
-        if at then redis.call('LSET', list, at, ARGV[4]) end
-    end
-elseif redis.call('SREM', q.items, id) == 1 then
-    remove(list, id)
-    if mode == 'bury' then
-        redis.call('HSET', P .. 'dead:' .. id, 'queue', q.group, 'chat_key', chat, 'item', ARGV[4])
-        redis.call('ZADD', P .. 'dead', ARGV[5], id)
-    end
+    local queued = id ~= '' and redis.call('SISMEMBER', q.items, id) == 1
+    finish(q, chat, id, ARGV[3], queued, ARGV[4])
+    return 1
 end
-local held, notice = release(q, chat, ARGV[3])
-if held and mode == 'reschedule' then
-    if notice then unpost(q, notice) end
-    redis.call('DEL', q.head .. chat)
-    local first = redis.call('LINDEX', list, 0)
-    if first then
-        redis.call('ZADD', q.delayed, string.match(first, '^[^\n]*\n([^\n]*)'), chat)
-        redis.call('HSET', q.head .. chat, 'delayed', 1)
-    end
-elseif held then
-    let_go(q, chat, notice)
+local queued = id ~= '' and redis.call('SREM', q.items, id) == 1
+if queued and mode == 'bury' then
+    redis.call('HSET', P .. 'dead:' .. id, 'queue', q.name, 'chat_key', chat, 'item', ARGV[4])
+    redis.call('ZADD', P .. 'dead', string.match(ARGV[4], '^[^\n]*\n[^\n]*\n([^\n]*)'), id)
 end
+finish(q, chat, id, ARGV[3], queued)
 return 1
 """,
 )
 
 # ARGV: id, chat, owner, then per reply: chat, item
 _COMPLETE = _script(
-    "post unpost push find remove let_go release",
+    "file push finish",
     r"""
 local inbox, outbox = $IN, $OUT
-local id, chat = ARGV[1], ARGV[2]
-if redis.call('SREM', inbox.items, id) == 0 then return 0 end
-remove(inbox.chat .. chat, id)
+local id = ARGV[1]
+if id == '' or redis.call('SREM', inbox.items, id) == 0 then return 0 end
 for i = 4, #ARGV, 2 do
     if not redis.call('ZSCORE', P .. 'dead', string.match(ARGV[i + 1], '^[^\n]*')) then
         push(outbox, ARGV[i], ARGV[i + 1])
     end
 end
-local held, notice = release(inbox, chat, ARGV[3])
-if held then let_go(inbox, chat, notice) end
+finish(inbox, ARGV[2], id, ARGV[3], true)
 return 1
 """,
 )
 
-# ARGV: owner, lease_ms, chat...
+# ARGV: owner, lease_ms, chat... (the next sweep stamps the renewed leases)
 _RENEW = _script(
     "",
-    """
+    r"""
 local q, owner = $Q, ARGV[1]
-local clock = redis.call('TIME')
-local until_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + ARGV[2]
+local lease = '\n0 ' .. ARGV[2] .. '\n' .. owner
 for i = 3, #ARGV do
-    local key = q.head .. ARGV[i]
-    local head = redis.call('HMGET', key, 'owner', 'notice')
-    if head[1] == owner then
-        redis.call('ZADD', q.leases, until_ms, ARGV[i])
-        redis.call('HSET', key, 'until', until_ms)
-        if head[2] then  -- keep the notice pending with its owner, and not idle
-            redis.call('XCLAIM', q.stream, q.group, owner, 0, head[2], 'JUSTID')
-        end
+    local list = q.chat .. ARGV[i]
+    local head = redis.call('LINDEX', list, 0)
+    if head and string.match(head, '^\n%d+ %d+\n(.*)$$') == owner then
+        redis.call('LSET', list, 0, lease)
     end
 end
 return 1
@@ -323,17 +304,22 @@ return 1
 
 # ARGV: owner ('' lists the owners instead)
 _OWNERS = _script(
-    "post unpost let_go release",
-    """
+    "file",
+    r"""
 local released, owners = 0, {}
 for _, q in ipairs({$IN, $OUT}) do
-    for _, chat in ipairs(redis.call('ZRANGE', q.leases, 0, -1)) do
-        if ARGV[1] == '' then
-            owners[#owners + 1] = redis.call('HGET', q.head .. chat, 'owner')
-        else
-            local held, notice = release(q, chat, ARGV[1])
-            if held then
-                let_go(q, chat, notice)
+    local seen = {}
+    for _, chat in ipairs(redis.call('LRANGE', q.leased, 0, -1)) do
+        if not seen[chat] then
+            seen[chat] = true
+            local list = q.chat .. chat
+            local head = redis.call('LINDEX', list, 0)
+            local owner = head and string.match(head, '^\n%d+ %d+\n(.*)$$')
+            if ARGV[1] == '' then
+                owners[#owners + 1] = owner
+            elseif owner == ARGV[1] then  -- its process died: the chat is claimable at once
+                redis.call('LPOP', list)
+                file(q, chat, redis.call('LINDEX', list, 0), true)
                 released = released + 1
             end
         end
@@ -346,20 +332,27 @@ return released
 
 # ARGV: id
 _RETRY = _script(
-    "post push",
+    "file push",
     r"""
 local id = ARGV[1]
 local found = redis.call('HMGET', P .. 'dead:' .. id, 'queue', 'chat_key', 'item')
 if not found[3] or not redis.call('ZSCORE', P .. 'dead', id) then return 0 end
 local q = $OUT
 if found[1] == 'inbox' then q = $IN end
-local data = string.match(found[3], '^[^\n]*\n[^\n]*\n[^\n]*\n(.*)$$')
-if not push(q, found[2], id .. '\n0.0\n0.0\n' .. data) then return 0 end  -- queued already
+local born, data = string.match(found[3], '^[^\n]*\n[^\n]*\n([^\n]*)\n[^\n]*\n(.*)$$')
+if not push(q, found[2], id .. '\n0.0\n' .. born .. '\n0.0\n' .. data) then
+    return 0  -- queued already
+end
 redis.call('ZREM', P .. 'dead', id)
 redis.call('DEL', P .. 'dead:' .. id)
 return 1
 """,
 )
+
+# KEYS: an `items` set, without its marker (the empty id)
+_PENDING = """
+return redis.call('SCARD', KEYS[1]) - redis.call('SISMEMBER', KEYS[1], '')
+"""
 
 # KEYS: dead. ARGV: id
 _DROP = """
@@ -385,26 +378,6 @@ end
 return 1
 """
 
-# KEYS: the streams, ARGV: idle_ms, then the group of each stream. Consumers (lease owners of
-# stopped processes) idle that long with nothing pending are removed.
-_FORGET_CONSUMERS = """
-local removed = 0
-for k, stream in ipairs(KEYS) do
-    local group = ARGV[k + 1]
-    if redis.call('EXISTS', stream) == 1 then
-        for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
-            local info = {}
-            for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
-            if info['pending'] == 0 and info['idle'] > tonumber(ARGV[1]) then
-                redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
-                removed = removed + 1
-            end
-        end
-    end
-end
-return removed
-"""
-
 
 def _import_redis() -> Any:
     try:
@@ -425,10 +398,9 @@ def _text(value: Any) -> str:
 
 def _queue_keys(prefix: str, queue: str) -> dict[str, str]:
     """The key names of one queue (see the module docstring), as the scripts name them."""
-    base = prefix if queue == OUTBOX else f"{prefix}{queue}:"
-    stream = prefix + "outbox" if queue == OUTBOX else base + "stream"
-    keys = {"group": queue, "stream": stream, "chat": base + "chat:", "head": base + "head:"}
-    return keys | {name: base + name for name in ("items", "delayed", "leases")}
+    base = f"{prefix}{queue}:"
+    names = ("items", "ready", "delayed", "leased", "sweep")
+    return {"name": queue, "chat": base + "chat:"} | {name: base + name for name in names}
 
 
 def _lua(text: str) -> str:
@@ -443,52 +415,82 @@ def _render(template: str, prefix: str, queue: str = OUTBOX, mode: str = "") -> 
         return "{" + ", ".join(f"{k} = {_lua(v)}" for k, v in keys.items()) + "}"
 
     names = {"P": _lua(prefix), "Q": table(queue), "IN": table(INBOX), "OUT": table(OUTBOX)}
-    return Template(template).substitute(names, MODE=mode)
+    return Template(template).substitute(
+        names, MODE=mode, SWEEP_MS=max(1, round(SWEEP_INTERVAL * 1000))
+    )
+
+
+class _Script:
+    """A Lua script run by its SHA1, loaded again when the server lost it. ``head`` starts a
+    call: ``EVALSHA sha 0`` (the scripts name their keys in their text), on Redis Cluster
+    ``EVALSHA sha 1 route`` (a key of its slot, to route by), or ``EVALSHA sha 1`` (``keyed``:
+    the first argument is the script's one key)."""
+
+    __slots__ = ("head", "sha", "text")
+
+    def __init__(self, text: str, route: bytes | None = None, *, keyed: bool = False) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode("ascii"), usedforsecurity=False).hexdigest().encode()
+        # a cluster client routes by the keys of an "EVALSHA" (a str); b"EVALSHA" packs faster
+        self.head: tuple[Any, ...] = (b"EVALSHA", self.sha, b"0")
+        if keyed or route is not None:
+            self.head = ("EVALSHA", self.sha, b"1", *([route] if route is not None else []))
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _c_encoder() -> Any:
+    """The C encoder to call directly (``JSONEncoder.encode`` sets one up on every call), if this
+    interpreter has one that works as expected."""
+    try:
+        make: Any = _json_encoder.c_make_encoder  # type: ignore[attr-defined]
+        encoder = make(None, _ENCODER.default, _json_encoder.encode_basestring_ascii, None,
+                       ":", ",", False, False, True)  # fmt: skip
+        expected = '["\\ud83d",{"a":1.5}]'
+        return encoder if "".join(encoder(["\ud83d", {"a": 1.5}], 0)) == expected else None
+    except Exception:  # absent, or another signature
+        return None
+
+
+_C_ENCODE = _c_encoder()
+
+
+def _encode(value: Any) -> str:
+    """``value`` as compact ASCII JSON."""
+    return "".join(_C_ENCODE(value, 0)) if _C_ENCODE else _ENCODER.encode(value)
 
 
 def _json(value: Mapping[str, Any]) -> str:
-    return _ENCODER.encode(value if isinstance(value, dict) else dict(value))
+    return _encode(value if type(value) is dict else dict(value))
 
 
-def _record(item: QueueItem, queue: str) -> str:
-    """The item as stored: ``id \\n next_attempt_at \\n deadline \\n JSON`` (ASCII JSON)."""
-    if "\n" in item.id:
-        raise ValueError(f"a queue item id cannot contain a line break: {item.id!r}")
-    data = {
-        "destination": item.destination,
-        "chat_key": item.chat_key,
-        "payload": item.payload if isinstance(item.payload, dict) else dict(item.payload),
-        "created_at": item.created_at,
-        "attempts": item.attempts,
-        "last_error": item.last_error,
-        "queue": queue,
-    }
-    deadline, next_at = float(item.deadline), float(item.next_attempt_at)
-    return f"{item.id}\n{next_at!r}\n{deadline!r}\n{_ENCODER.encode(data)}"
+def _record(item: QueueItem, queue: str) -> bytes:
+    """The item as stored: ``id \\n next_attempt_at \\n created_at \\n deadline \\n JSON``, the
+    JSON (ASCII) a list of the other fields."""
+    item_id, payload = item.id, item.payload
+    if not item_id or "\n" in item_id:
+        raise ValueError(f"a queue item id must be non-empty, without line breaks: {item_id!r}")
+    payload = payload if type(payload) is dict else dict(payload)
+    data = _encode(
+        (item.destination, item.chat_key, payload, item.attempts, item.last_error, queue)
+    )
+    times = f"{float(item.next_attempt_at)!r}\n{float(item.created_at)!r}\n{float(item.deadline)!r}"
+    return f"{item_id}\n{times}\n{data}".encode("utf-8", "surrogatepass")
 
 
 def _parse(record: Any, owner: str | None = None) -> QueueItem:
     """The item a record describes (see :func:`_record`)."""
-    if isinstance(record, bytes):
-        record = record.decode("utf-8", "surrogatepass")
-    item_id, next_at, deadline, data = record.split("\n", 3)
-    fields = json.loads(data)
+    if type(record) is str:
+        record = _bytes(record)
+    item_id, next_at, created, deadline, data = record.split(b"\n", 4)
+    destination, chat_key, payload, attempts, last_error, queue = _SCAN(data.decode(), 0)[0]
     return QueueItem(
-        id=item_id,
-        destination=fields["destination"],
-        chat_key=fields["chat_key"],
-        payload=fields["payload"],
-        created_at=float(fields["created_at"]),
-        deadline=float(deadline),
-        attempts=int(fields["attempts"]),
-        next_attempt_at=float(next_at),
-        last_error=fields["last_error"],
-        queue=fields["queue"],
-        owner=owner,
-    )
+        id=item_id.decode("utf-8", "surrogatepass"), destination=destination, chat_key=chat_key,
+        payload=payload, created_at=float(created), deadline=float(deadline), attempts=attempts,
+        next_attempt_at=float(next_at), last_error=last_error, queue=queue, owner=owner,
+    )  # fmt: skip
 
 
 class RedisStore:
@@ -498,28 +500,17 @@ class RedisStore:
         client_or_url: a ``redis.Redis`` client (not closed by :meth:`close`) or a URL such as
             ``redis://localhost:6379/0`` (``rediss://`` for TLS, ``unix:///path.sock``).
         prefix: prepended to every key; stores with different prefixes never see each other.
-        maintenance_interval: seconds between clean-ups of the consumer groups, which remove
-            consumers (lease owners of stopped processes) idle for ``forget_consumers_after``
-            seconds with nothing pending.
 
     Raises:
         ConfigurationError: redis-py is not installed, the server cannot be reached, or it is
             older than Redis 6.2.
     """
 
-    def __init__(
-        self,
-        client_or_url: redis.Redis | str,
-        *,
-        prefix: str = "omnichannel:",
-        maintenance_interval: float = 300.0,
-        forget_consumers_after: float = 3600.0,
-    ) -> None:
+    def __init__(self, client_or_url: redis.Redis | str, *, prefix: str = "omnichannel:") -> None:
         module = _import_redis()
         self._errors = module.exceptions
+        self._no_script = module.exceptions.NoScriptError
         self.prefix = prefix
-        self.maintenance_interval = maintenance_interval
-        self.forget_consumers_after = forget_consumers_after
         self._secret: str | None = None
         if isinstance(client_or_url, str):
             self._url = redact_url(client_or_url)
@@ -531,32 +522,38 @@ class RedisStore:
             self.client = client_or_url
             self._owns_client = False
         self._p = _bytes(prefix)
-        queues: tuple[str, ...] = (INBOX, OUTBOX)
-        self._keys = {queue: _queue_keys(prefix, queue) for queue in queues}
-        # a script call names its queue's stream as KEYS[1] (what Redis Cluster routes by)
-        self._streams = {queue: _bytes(keys["stream"]) for queue, keys in self._keys.items()}
         self._dead = self._p + b"dead"
-        register = self.client.register_script
-        self._add = {q: register(_render(_ADD, prefix, q)) for q in queues}
-        self._claim = {q: register(_render(_CLAIM, prefix, q)) for q in queues}
-        self._renew = {q: register(_render(_RENEW, prefix, q)) for q in queues}
+        queues: tuple[str, ...] = (INBOX, OUTBOX)
+        keys = {queue: _queue_keys(prefix, queue) for queue in queues}
+        self._items = {queue: _bytes(keys[queue]["items"]) for queue in queues}
+        # on Redis Cluster a call declares a key of its queue, for the client to route it by
+        cluster = isinstance(self.client, getattr(module, "RedisCluster", ()))
+        route = {queue: _bytes(keys[queue]["ready"]) if cluster else None for queue in queues}
+
+        def script(template: str, queue: str = OUTBOX, mode: str = "") -> _Script:
+            return _Script(_render(template, prefix, queue, mode), route[queue])
+
+        self._add = {q: script(_ADD, q) for q in queues}
+        self._claim = {q: script(_CLAIM, q) for q in queues}
+        self._renew = {q: script(_RENEW, q) for q in queues}
         self._release = {
-            (q, mode): register(_render(_RELEASE, prefix, q, mode))
+            (q, mode): script(_RELEASE, q, mode)
             for q in queues
             for mode in ("ack", "reschedule", "bury")
         }
-        self._complete = register(_render(_COMPLETE, prefix))
-        self._owners = register(_render(_OWNERS, prefix))
-        self._retry = register(_render(_RETRY, prefix))
-        self._drop = register(_DROP)
-        self._save_state = register(_SAVE_STATE)
-        self._forget_consumers = register(_FORGET_CONSUMERS)
-        self._maintenance_lock = threading.Lock()
-        self._next_maintenance = time.monotonic() + maintenance_interval
+        self._complete = script(_COMPLETE, INBOX)
+        self._owners = script(_OWNERS)
+        self._retry = script(_RETRY)
+        self._pending = _Script(_PENDING, keyed=True)
+        self._drop = _Script(_DROP, keyed=True)
+        self._save_state = _Script(_SAVE_STATE, keyed=True)
         self._next_sweep = dict.fromkeys(queues, 0.0)
+        self._due_seen = dict.fromkeys(queues, float("-inf"))  # the `now` of the last look
+        self._specs: dict[tuple[int, float, bool, bool], bytes] = {}  # claim arguments
         try:
             self._check_version()
-            self._ensure_groups()
+            for items in self._items.values():  # the empty id: see the module docstring
+                self.client.sadd(items, b"")
         except self._errors.ConnectionError as exc:
             self.close()
             raise ConfigurationError(
@@ -599,40 +596,21 @@ class RedisStore:
         if (major, minor) < MIN_VERSION:
             raise ConfigurationError(
                 f"store: Redis at {self._url} is version {version}; the Redis store needs "
-                f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or later (XAUTOCLAIM)"
+                f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or later"
             )
 
-    def _ensure_groups(self) -> None:
-        for queue, stream in self._streams.items():
-            try:
-                # from "0": notices posted before the group existed are not lost
-                self.client.xgroup_create(stream, queue, id="0", mkstream=True)
-            except self._errors.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-    def _run(self, script: Any, key: bytes, *args: Any) -> Any:
+    def _run(self, script: _Script, *args: Any) -> Any:
         # EVALSHA straight through the client: redis-py's Script.__call__ adds its own cost
         execute: Callable[..., Any] = self.client.execute_command
-        for attempt in (1, 2, 3):
-            try:
-                return execute("EVALSHA", script.sha, 1, key, *args)
-            except self._errors.NoScriptError:
-                if attempt == 3:
-                    raise
-                script.sha = self.client.script_load(script.script)  # a restarted server
-            except self._errors.ResponseError as exc:
-                if "NOGROUP" not in str(exc) or attempt == 3:
-                    raise
-                # a stream was deleted (FLUSHDB, an operator): recreate the groups and run
-                # again; the scripts use a group before any change a second run would repeat
-                self._ensure_groups()
-        raise AssertionError("unreachable")
+        try:
+            return execute(*script.head, *args)
+        except self._no_script:
+            self.client.script_load(script.text)  # a restarted server, or SCRIPT FLUSH
+            return execute(*script.head, *args)
 
-    def _queue(self, queue: str) -> str:
-        if queue not in self._keys:
-            raise ValueError(f"unknown queue {queue!r} (expected 'inbox' or 'outbox')")
-        return queue
+    @staticmethod
+    def _unknown(queue: object) -> ValueError:
+        return ValueError(f"unknown queue {queue!r} (expected 'inbox' or 'outbox')")
 
     # dedupe ---------------------------------------------------------------------------------
     def mark_seen(self, key: str, ttl: float) -> bool:
@@ -682,7 +660,7 @@ class RedisStore:
         args: list[Any] = [_bytes(item.chat_key), _record(item, INBOX)]
         if dedupe_key is not None:
             args += [_bytes(dedupe_key), max(1, round(ttl * 1000))]
-        return bool(self._run(self._add[INBOX], self._streams[INBOX], *args))
+        return bool(self._run(self._add[INBOX], *args))
 
     def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
         """Atomically add ``replies`` to the outbox and remove the turn ``item``.
@@ -694,21 +672,24 @@ class RedisStore:
         args: list[Any] = [_bytes(item.id), _bytes(item.chat_key), item.owner or ""]
         for reply in replies:
             args += [_bytes(reply.chat_key), _record(reply, OUTBOX)]
-        return bool(self._run(self._complete, self._streams[INBOX], *args))
+        return bool(self._run(self._complete, *args))
 
     def renew_leases(
         self, queue: QueueName, owner: str, chat_keys: Sequence[str], lease: float
     ) -> None:
-        """Extend ``owner``'s leases on ``chat_keys`` to ``lease`` seconds from now (by the
-        Redis server's clock); leases held by others are left alone."""
+        """Extend ``owner``'s leases on ``chat_keys`` to at least ``lease`` seconds from now (by
+        the Redis server's clock, from the next sweep); leases held by others are left alone."""
+        try:
+            script = self._renew[queue]
+        except KeyError:
+            raise self._unknown(queue) from None
         if chat_keys:
-            script, lease_ms = self._renew[self._queue(queue)], max(1, round(lease * 1000))
             chats = [_bytes(chat) for chat in chat_keys]
-            self._run(script, self._streams[queue], owner, lease_ms, *chats)
+            self._run(script, owner, max(1, round(lease * 1000)), *chats)
 
     def lease_owners(self) -> set[str]:
         """The owners holding a lease (running or run out) on either queue."""
-        owners = self._run(self._owners, self._streams[OUTBOX], "")
+        owners = self._run(self._owners, "")
         return {_text(owner) for owner in owners if owner}
 
     def release_owner(self, owner: str) -> int:
@@ -716,36 +697,53 @@ class RedisStore:
         chats claimable at once; return how many."""
         if not owner:
             return 0
-        return int(self._run(self._owners, self._streams[OUTBOX], owner))
+        return int(self._run(self._owners, owner))
 
     # both queues ----------------------------------------------------------------------------
     def add(self, item: QueueItem) -> None:
         """Persist ``item`` at the tail of its chat's queue (``item.queue``); adding an id that
         is queued already changes nothing."""
-        queue = self._queue(item.queue)
-        record = _record(item, queue)
-        self._run(self._add[queue], self._streams[queue], _bytes(item.chat_key), record)
+        queue = item.queue
+        try:
+            script = self._add[queue]
+        except KeyError:
+            raise self._unknown(queue) from None
+        self._run(script, _bytes(item.chat_key), _record(item, queue))
 
     def claim(
         self, queue: QueueName, owner: str, now: float, limit: int, lease: float
     ) -> list[QueueItem]:
-        """Lease up to ``limit`` due chat heads of ``queue`` to ``owner`` for ``lease`` seconds
-        (timed by the Redis server's clock); ``now`` decides which heads are due."""
+        """Lease up to ``limit`` due chat heads of ``queue`` to ``owner`` for at least ``lease``
+        seconds (by the Redis server's clock, from the sweep that stamps the lease, within a
+        second); ``now`` decides which heads are due."""
+        try:
+            script = self._claim[queue]
+        except KeyError:
+            raise self._unknown(queue) from None
         if limit <= 0:
             return []
-        self._maintain()
-        moment, script = time.monotonic(), self._claim[self._queue(queue)]
-        sweep = moment >= self._next_sweep[queue]  # XAUTOCLAIM about once a second
+        moment, now = time.monotonic(), float(now)
+        sweep = moment >= self._next_sweep[queue]
         if sweep:
             self._next_sweep[queue] = moment + SWEEP_INTERVAL
-        args = (owner, repr(float(now)), limit, max(1, round(lease * 1000)), "01"[sweep])
-        rows = self._run(script, self._streams[queue], *args)
+        due = abs(now - self._due_seen[queue]) >= DUE_INTERVAL  # or the caller's clock jumped
+        if due:
+            self._due_seen[queue] = now
+        spec = self._specs.get((limit, lease, sweep, due))
+        if spec is None:
+            if len(self._specs) > 64:
+                self._specs.clear()
+            ms = max(1, round(lease * 1000))
+            spec = self._specs[limit, lease, sweep, due] = b"%d %d %d %d" % (limit, ms, sweep, due)
+        rows = self._run(script, owner, now, spec)
         return [_parse(row, owner) for row in rows]
 
     def _release_item(self, item: QueueItem, mode: str, *extra: Any) -> None:
-        queue = self._queue(item.queue)
-        script, chat = self._release[queue, mode], _bytes(item.chat_key)
-        self._run(script, self._streams[queue], _bytes(item.id), chat, item.owner or "", *extra)
+        try:
+            script = self._release[item.queue, mode]
+        except KeyError:
+            raise self._unknown(item.queue) from None
+        self._run(script, _bytes(item.id), _bytes(item.chat_key), item.owner or "", *extra)
 
     def ack(self, item: QueueItem) -> None:
         """The item is done: remove it (if still queued); release its chat if ``item.owner``
@@ -760,12 +758,15 @@ class RedisStore:
     def bury(self, item: QueueItem) -> None:
         """Move the item (if still queued) to the dead letters, keeping ``last_error``; release
         its chat if ``item.owner`` holds the lease."""
-        created = repr(float(item.created_at))
-        self._release_item(item, "bury", _record(item, item.queue), created)
+        self._release_item(item, "bury", _record(item, item.queue))
 
     def pending(self, queue: QueueName) -> int:
         """How many items wait in ``queue`` (claimed ones included, dead letters excluded)."""
-        return int(self.client.scard(self._keys[self._queue(queue)]["items"]))
+        try:
+            key = self._items[queue]
+        except KeyError:
+            raise self._unknown(queue) from None
+        return int(self._run(self._pending, key))
 
     def dead_letters(self) -> list[QueueItem]:
         """The items of both queues that gave up, oldest first (``queue`` says which)."""
@@ -779,7 +780,7 @@ class RedisStore:
 
     def dead_letter_retry(self, item_id: str) -> bool:
         """Put a dead letter back at the tail of its chat's queue, due now."""
-        return bool(self._run(self._retry, self._streams[OUTBOX], _bytes(item_id)))
+        return bool(self._run(self._retry, _bytes(item_id)))
 
     def dead_letter_drop(self, item_id: str) -> bool:
         """Delete a dead letter for good."""
@@ -801,23 +802,6 @@ class RedisStore:
             )
         found = {_text(name): _text(value).strip() for name, value in config.items()}
         return found.get("appendonly", "").lower() == "yes" or bool(found.get("save"))
-
-    def _maintain(self) -> None:
-        now = time.monotonic()
-        if now < self._next_maintenance or not self._maintenance_lock.acquire(blocking=False):
-            return
-        try:
-            self._next_maintenance = now + self.maintenance_interval
-            idle_ms = max(1, round(self.forget_consumers_after * 1000))
-            removed = self._forget_consumers(
-                keys=list(self._streams.values()), args=[idle_ms, *self._streams]
-            )
-            if removed:
-                log.debug("redis store: removed %d idle consumer(s)", removed)
-        except self._errors.RedisError:
-            log.warning("redis store: removing idle consumers failed", exc_info=True)
-        finally:
-            self._maintenance_lock.release()
 
     def close(self) -> None:
         """Close the connections of a client this store created from a URL."""
