@@ -130,6 +130,13 @@ def _add_serve(sub: Any) -> None:
         "(OMNICHANNEL_MAX_PENDING)",
     )
     p.add_argument(
+        "--max-ack-delay",
+        type=float,
+        default=float(_env("MAX_ACK_DELAY", "0.25") or 0.25),
+        help="seconds an acknowledgement may wait while the bot is behind (0: never) "
+        "(OMNICHANNEL_MAX_ACK_DELAY)",
+    )
+    p.add_argument(
         "--front-end",
         action="store_true",
         default=(_env("FRONT_END", "") or "").lower() in ("1", "true", "yes"),
@@ -142,7 +149,7 @@ def _add_serve(sub: Any) -> None:
 def _add_worker(sub: Any) -> None:
     p = sub.add_parser("worker", help="run the bot on turns stored by 'serve' front-ends (no HTTP)")
     _add_channel_options(p)
-    p.set_defaults(func=_worker, front_end=False, max_pending=10000)
+    p.set_defaults(func=_worker, front_end=False, max_pending=10000, max_ack_delay=0.0)
 
 
 def _connector(args: argparse.Namespace, command: str) -> Connector | None:
@@ -164,6 +171,7 @@ def _connector(args: argparse.Namespace, command: str) -> Connector | None:
         store=args.store,
         workers=args.workers,
         max_pending=args.max_pending,
+        max_ack_delay=args.max_ack_delay,
         background=not args.front_end,
     )
     _warn_without_persistence(runtime.store)

@@ -106,6 +106,8 @@ def test_sigterm_with_a_backlog_leaves_it_for_the_next_start(tmp_path: Path) -> 
             str(total * 2),
             "--shutdown-timeout",
             "10",
+            "--max-ack-delay",
+            "0",  # no flow control: the point is a backlog
             env=bot_env(0.2),
         ) as serve:
             sessions = threading.local()

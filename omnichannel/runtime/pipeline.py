@@ -99,7 +99,8 @@ class Runtime:
         pace_above: flow control: while more than this many turns and replies wait, an
             acknowledgement is held back (up to ``max_ack_delay`` seconds) until the pipeline
             catches up, so a platform sends no faster than the bot answers (``None``: off).
-        max_ack_delay: the longest an acknowledgement is held back by ``pace_above``.
+        max_ack_delay: the longest an acknowledgement is held back by ``pace_above`` (``0``:
+            never; keep it well under the platform's timeout).
         admission_concurrency: webhook requests writing to the store at once (the others wait
             their turn without taking the store's lock from the workers).
         retry_after: seconds put in ``Retry-After`` when refusing.
@@ -124,7 +125,7 @@ class Runtime:
         max_turn_attempts: int = 5,
         admission_concurrency: int = 2,
         pace_above: int | None = 256,
-        max_ack_delay: float = 0.5,
+        max_ack_delay: float = 0.25,
         outbox_workers: int = 16,
         outbox_deadline: float = 3600.0,
         outbox_backoff: float = 1.0,
@@ -295,13 +296,13 @@ class Runtime:
 
     def _pace(self) -> None:
         # flow control: while the pipeline is behind, hold the acknowledgement a little (up to
-        # max_ack_delay), so a busy platform sends no faster than the bot answers and an
-        # acknowledged message is answered within seconds
-        if self.pace_above is None or self.inline:
+        # max_ack_delay), so a platform that waits for each answer sends no faster than the bot
+        # answers, and an acknowledged message is answered within seconds, not minutes
+        if self.pace_above is None or self.inline or self.max_ack_delay <= 0:
             return
         end = time.monotonic() + self.max_ack_delay
         while self.backlog() > self.pace_above and time.monotonic() < end:
-            time.sleep(0.005)
+            time.sleep(0.01)
 
     def admit(
         self, channel: WebhookChannel, request: Request, deliveries: Sequence[Delivery]
@@ -338,8 +339,8 @@ class Runtime:
             )
             ttl = self.dedupe_ttl if delivery.ttl is None else delivery.ttl
             try:
+                self._pace()
                 with self._admitting:
-                    self._pace()
                     new = self.store.inbox_admit(item, delivery.key, ttl)
             except Exception as exc:
                 refusal = channel.unavailable(self.retry_after)
