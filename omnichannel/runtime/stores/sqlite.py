@@ -1,10 +1,10 @@
 """The embedded default store: one SQLite file shared by the threads and processes of one machine.
 
 Dedupe keys, chat state, the inbox, the outbox and their dead letters live in one database file
-(``sqlite3`` from the standard library; no server). The file is opened in WAL mode so readers
-never wait for the writer, with a busy timeout so processes sharing the file queue up instead of
-failing, and every read-modify-write runs inside ``BEGIN IMMEDIATE``, which takes SQLite's write
-lock before reading: two processes can never lease the same chat.
+(``sqlite3`` from the standard library; no server), in WAL mode so readers never wait for the
+writer, with a busy timeout so processes sharing the file queue up instead of failing. Every
+read-modify-write runs inside ``BEGIN IMMEDIATE``, which takes SQLite's write lock before
+reading: two processes can never lease the same chat.
 
 Schema (version 2, in ``PRAGMA user_version``; a version-1 file is upgraded when opened)::
 
@@ -12,47 +12,46 @@ Schema (version 2, in ``PRAGMA user_version``; a version-1 file is upgraded when
     chat_state   (key PK, value, version)                   JSON state; version for CAS
     dead_letter  (id PK, <item columns>, buried_at, queue)  both queues' dead letters
     inbox/outbox (seq INTEGER PK, <item columns>, ready, lease_owner, lease_until)
-        index {q}_chat  (chat_key, seq)                     a chat's items, in order
         index {q}_ready (ready, seq) WHERE ready IS NOT NULL    the chat heads, by readiness
     inbox_lease/outbox_lease (chat_key PK, lease_owner, lease_until)
+    inbox_size/outbox_size (n)                             the item count, kept by triggers
 
-``seq`` is the rowid: a new row always gets one above every existing row, so it orders the
-items of a chat. The first item of each chat, its *head*, carries the chat's lease and
-``ready``: the time from which the chat may be claimed, ``max(queued, next_attempt_at,
-lease_until)``, where ``queued`` is the item's ``created_at`` (at most the time it was written);
-every other item has ``ready`` NULL. A claim is then one range scan of the small partial index,
-``ready <= now`` in index order, with no sort and no look at the other items: the chats that
-have been ready longest go first (fresh heads by age, retries from when they came due, expired
-leases from when they ran out), so none starves. Leasing a head moves its ``ready`` to the end
-of the lease, out of that range. (The version-1 claim grouped the whole outbox by chat on every
-call: tens of items per second under a backlog.)
+Each commit appends one WAL page per B-tree it changed, which is most of a queue's cost, so the
+item table has one index only. Its rowid, ``seq``, is laid out by chat: 28 bits of the chat
+key's CRC-32, then a 35-bit counter, one above the last item of that range. A chat's items are
+therefore adjacent and in order (a range scan of the rowid, filtered on ``chat_key`` in case two
+chats share a range), with no index by chat or by ``id``: an item is found through its chat,
+and it is nearly always the first.
 
-Each commit appends one WAL page per B-tree it changed, and in a queue that is most of the
-cost, so the layout keeps them few: the lease lives on the head row (a claim writes the row and
-the ready index, nothing else), and there is no index on ``id`` (an item is found through its
-``chat_key``; it is nearly always the first). An add is one statement that works out by itself
-whether it starts its chat. The heads move in the transaction of the change that moves them
-(ack, bury, complete, reschedule, retry).
+The first item of each chat, its *head*, carries the chat's lease and ``ready``, the time from
+which the chat may be claimed: ``max(queued, next_attempt_at, lease_until)``, ``queued`` being
+the item's ``created_at`` (at most the time it was written); other items have ``ready`` NULL.
+A claim is one range scan of the small partial index, ``ready <= now`` in index order, no sort,
+no look at other items (version 1 grouped the whole outbox by chat on every claim): the chats
+ready the longest go first (fresh heads by age, retries from when they came due, expired leases
+from when they ran out), so none starves; a lease moves ``ready`` to its end, out of range. So
+an add writes the row (and the index entry when it starts its chat), in one statement; a claim
+writes the row and its index entry; an ack deletes them and moves the next item up, in one
+transaction. ``{q}_lease`` keeps the rare lease that outlives its chat's last item (a late
+worker finished the turn another owner is redoing) until the chat's next item takes it over (a
+trigger moves it onto the new head) or it runs out (purged). ``pending`` reads ``{q}_size``:
+counting the items would read every page of the table, and the runtime asks often.
 
-``{q}_lease`` keeps the rare lease that outlives its chat's last item (a late worker finished
-the turn another owner is redoing): the chat's next item takes it over (a trigger deletes the
-row), or it runs out and is purged. Both queues have the same tables; their statements are
-generated once, at import, from one fixed template per queue name (the only text ever put into
-SQL); values always go through placeholders.
+Both queues have the same tables; their statements are generated once, at import, from one
+fixed template per queue name (the only text ever put into SQL); values go through placeholders.
 
 Within a process one connection is shared by all threads behind a lock (SQLite serializes
 writers anyway, and one connection keeps ``close`` simple). A process that inherits a store
-through ``fork`` opens its own connection on first use.
-
-Expired dedupe keys are purged every ``purge_interval`` seconds (in chunks, so a large purge
-never holds the write lock for long), keeping the file bounded by the keys seen within one TTL.
+through ``fork`` opens its own connection on first use; no thread is inside SQLite while the
+process forks (see ``_before_fork``). Expired dedupe keys are purged every
+``purge_interval`` seconds, in chunks, so a large purge never holds the write lock for long.
 
 With ``synchronous=NORMAL`` (the default, the usual choice with WAL) a committed write survives a
 crash or ``SIGKILL`` of the process; after a power cut the last few commits may be lost. Use
 ``synchronous="FULL"`` to make every commit durable against power loss as well (slower).
 
-Payloads and state are stored as JSON with ``ensure_ascii``: a visitor's text may hold a lone
-surrogate (half an emoji), which cannot be encoded as UTF-8 but survives as a ``\\ud83d`` escape.
+JSON is written with ``ensure_ascii``: a visitor's text may hold a lone surrogate (half an
+emoji), which cannot be encoded as UTF-8 but survives as a ``\\ud83d`` escape.
 """
 
 from __future__ import annotations
@@ -63,9 +62,11 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
+import zlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from omnichannel.errors import ConfigurationError
@@ -85,158 +86,131 @@ _COLUMNS = (
 )
 
 _SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS seen (
-        key TEXT PRIMARY KEY,
-        expires_at REAL NOT NULL
-    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) "
+    "WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at)",
     """CREATE TABLE IF NOT EXISTS chat_state (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        version INTEGER NOT NULL DEFAULT 1
+        key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS dead_letter (
-        id TEXT PRIMARY KEY,
-        destination TEXT NOT NULL,
-        chat_key TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        deadline REAL NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        last_error TEXT,
-        buried_at REAL NOT NULL,
-        queue TEXT NOT NULL DEFAULT 'outbox'
+        id TEXT PRIMARY KEY, destination TEXT NOT NULL, chat_key TEXT NOT NULL,
+        payload TEXT NOT NULL, created_at REAL NOT NULL, deadline REAL NOT NULL,
+        attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, last_error TEXT,
+        buried_at REAL NOT NULL, queue TEXT NOT NULL DEFAULT 'outbox'
     ) WITHOUT ROWID""",
 )
 
-# Version 1 had no inbox, no state versions, an outbox with a UNIQUE id and no heads, and its
-# leases in chat_lease (dropped: a lease of the old engine ends with the upgrade).
+# Version 1 had no inbox, no state versions, an outbox keyed by a plain rowid (its items are
+# re-added, to get their seq), and its leases in chat_lease (a lease of the old engine ends).
 _BEFORE_UPGRADE_FROM_1 = (
     "ALTER TABLE chat_state ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
     "ALTER TABLE dead_letter ADD COLUMN queue TEXT NOT NULL DEFAULT 'outbox'",
-    "DROP TABLE chat_lease",
-    "DROP INDEX outbox_chat",
+    "DROP TABLE IF EXISTS chat_lease",
+    "DROP INDEX IF EXISTS outbox_chat",
     "ALTER TABLE outbox RENAME TO outbox_v1",
 )
-_AFTER_UPGRADE_FROM_1 = (
-    """INSERT INTO outbox (seq, id, destination, chat_key, payload, created_at, deadline,
-            attempts, next_attempt_at, last_error)
-        SELECT seq, id, destination, chat_key, payload, created_at, deadline, attempts,
-            next_attempt_at, last_error
-        FROM outbox_v1""",
-    "DROP TABLE outbox_v1",
-    """UPDATE outbox SET ready = MAX(MIN(created_at, ?), next_attempt_at)
-        WHERE seq IN (SELECT MIN(seq) FROM outbox GROUP BY chat_key)""",
-)
+_V1_ITEMS = """SELECT id, destination, chat_key, payload, created_at, deadline, attempts,
+    next_attempt_at, last_error FROM outbox_v1 ORDER BY seq"""
 
+# A chat's items live in one range of seq, its bucket: [lo, hi], with lo = 28 bits of the
+# chat key's CRC-32 followed by 35 zero bits. ?lo ?hi in the statements below are that range;
+# "the chat" is the rows of the bucket with its chat_key (two chats may share a bucket).
+_SEQ_BITS = 35
 
-class _QueueSql(NamedTuple):
-    """The statements of one queue: ``{q}`` is the queue's name, ``{cols}`` the item columns."""
-
-    table: str
-    chat_index: str
-    ready_index: str
-    lease_table: str
-    lease_trigger: str
-    add: str
-    add_new: str
-    find: str
-    delete: str
-    promote: str
-    keep_lease: str
-    update: str
-    due_any: str
-    due_heads: str
-    lease: str
-    renew: str
-    renew_kept: str
-    owners: str
-    release: str
-    release_kept: str
-    size: str
-    purge_kept: str
-
-
-# ?1..?9 the item's columns, ?10 now. The chat's first item becomes its head (taking over a
-# lease the chat kept); is_head is worked out once, in a one-row subquery.
-_ADD = """INSERT INTO {q} ({cols}, ready, lease_owner, lease_until)
-    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-        CASE WHEN c.is_head THEN MAX(MIN(?5, ?10), ?8, COALESCE(k.lease_until, 0)) END,
-        CASE WHEN c.is_head THEN k.lease_owner END,
-        CASE WHEN c.is_head THEN COALESCE(k.lease_until, 0) ELSE 0 END
-    FROM (SELECT NOT EXISTS (SELECT 1 FROM {q} WHERE chat_key = ?3) AS is_head) AS c
-    LEFT JOIN {q}_lease AS k ON k.chat_key = ?3
-    WHERE {only_new}"""
-# a reply already queued for its chat, or dead, is not added again
-_ONLY_NEW = """NOT EXISTS (SELECT 1 FROM {q} WHERE chat_key = ?3 AND id = ?1)
-    AND NOT EXISTS (SELECT 1 FROM dead_letter WHERE id = ?1)"""
-
-_TEMPLATE = _QueueSql(
-    table="""CREATE TABLE IF NOT EXISTS {q} (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL,
-        destination TEXT NOT NULL,
-        chat_key TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        deadline REAL NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        last_error TEXT,
-        ready REAL,
-        lease_owner TEXT,
-        lease_until REAL NOT NULL DEFAULT 0
+# The statements of one queue: {q} is the queue's name, {cols} the item columns.
+_TEMPLATE = {
+    "table": """CREATE TABLE IF NOT EXISTS {q} (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL, destination TEXT NOT NULL,
+        chat_key TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
+        deadline REAL NOT NULL, attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL,
+        last_error TEXT, ready REAL, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0
     )""",
-    chat_index="CREATE INDEX IF NOT EXISTS {q}_chat ON {q} (chat_key, seq)",
-    ready_index="CREATE INDEX IF NOT EXISTS {q}_ready ON {q} (ready, seq) WHERE ready IS NOT NULL",
-    lease_table="""CREATE TABLE IF NOT EXISTS {q}_lease (
-        chat_key TEXT PRIMARY KEY,
-        lease_owner TEXT NOT NULL,
-        lease_until REAL NOT NULL
+    "ready_index": "CREATE INDEX IF NOT EXISTS {q}_ready ON {q} (ready, seq) "
+    "WHERE ready IS NOT NULL",
+    "lease_table": """CREATE TABLE IF NOT EXISTS {q}_lease (
+        chat_key TEXT PRIMARY KEY, lease_owner TEXT NOT NULL, lease_until REAL NOT NULL
     ) WITHOUT ROWID""",
-    lease_trigger="""CREATE TRIGGER IF NOT EXISTS {q}_lease_taken AFTER INSERT ON {q}
-        WHEN NEW.lease_owner IS NOT NULL
-        BEGIN DELETE FROM {q}_lease WHERE chat_key = NEW.chat_key; END""",
-    add=_ADD.replace("{only_new}", "1"),
-    add_new=_ADD.replace("{only_new}", _ONLY_NEW),
-    find="SELECT seq, ready, lease_owner, lease_until FROM {q} WHERE chat_key = ? AND id = ?",
-    delete="DELETE FROM {q} WHERE seq = ?",
-    # ?1 lease owner, ?2 lease end, ?3 chat key, ?4 now
-    promote="""UPDATE {q} SET lease_owner = ?1, lease_until = ?2,
+    # a new head takes over the lease its chat kept
+    "lease_trigger": """CREATE TRIGGER IF NOT EXISTS {q}_lease_taken AFTER INSERT ON {q}
+        WHEN NEW.ready IS NOT NULL
+            AND EXISTS (SELECT 1 FROM {q}_lease WHERE chat_key = NEW.chat_key)
+        BEGIN
+            UPDATE {q} SET (lease_owner, lease_until, ready) = (
+                SELECT lease_owner, lease_until, MAX(NEW.ready, lease_until) FROM {q}_lease
+                WHERE chat_key = NEW.chat_key)
+            WHERE seq = NEW.seq;
+            DELETE FROM {q}_lease WHERE chat_key = NEW.chat_key;
+        END""",
+    # how many items wait, kept by triggers: counting the table would read every page of it
+    "size_table": "CREATE TABLE IF NOT EXISTS {q}_size (n INTEGER NOT NULL)",
+    "size_row": "INSERT INTO {q}_size (n) SELECT COUNT(*) FROM {q}",
+    "size_up": """CREATE TRIGGER IF NOT EXISTS {q}_added AFTER INSERT ON {q}
+        BEGIN UPDATE {q}_size SET n = n + 1; END""",
+    "size_down": """CREATE TRIGGER IF NOT EXISTS {q}_removed AFTER DELETE ON {q}
+        BEGIN UPDATE {q}_size SET n = n - 1; END""",
+    # ?1..?9 the item's columns, ?10 now, ?11 ?12 the bucket. The new seq is one above the
+    # bucket's last; the chat's first item becomes its head. (VALUES, not SELECT: SQLite copies
+    # a SELECT from the table being inserted into to a temporary table first.)
+    "add": """INSERT INTO {q} (seq, {cols}, ready) VALUES (
+        COALESCE((SELECT MAX(seq) FROM {q} WHERE seq BETWEEN ?11 AND ?12), ?11) + 1,
+        ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+        CASE WHEN NOT EXISTS (SELECT 1 FROM {q} WHERE seq BETWEEN ?11 AND ?12 AND chat_key = ?3)
+            THEN MAX(MIN(?5, ?10), ?8) END)""",
+    # ?1 ?2 the bucket, ?3 chat key, ?4 id: queued for the chat, or dead (in either queue)
+    "known": "SELECT 1 FROM {q} WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4 "
+    "UNION ALL SELECT 1 FROM dead_letter WHERE id = ?4",
+    # ?1 ?2 the bucket, ?3 chat key, ?4 id
+    "find": "SELECT seq, ready, lease_owner, lease_until FROM {q} "
+    "WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4",
+    "delete": "DELETE FROM {q} WHERE seq = ?",
+    # ?1 lease owner, ?2 lease end, ?3 chat key, ?4 now, ?5 ?6 the bucket
+    "promote": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2,
             ready = MAX(MIN(created_at, ?4), next_attempt_at, ?2)
-        WHERE seq = (SELECT seq FROM {q} WHERE chat_key = ?3 ORDER BY seq LIMIT 1)""",
-    keep_lease="INSERT OR REPLACE INTO {q}_lease (chat_key, lease_owner, lease_until) "
+        WHERE seq = (SELECT seq FROM {q} WHERE seq BETWEEN ?5 AND ?6 AND chat_key = ?3
+            ORDER BY seq LIMIT 1)""",
+    "keep_lease": "INSERT OR REPLACE INTO {q}_lease (chat_key, lease_owner, lease_until) "
     "VALUES (?, ?, ?)",
     # ?1..?4 the retry fields, ?5 lease owner, ?6 lease end, ?7 seq, ?8 now
-    update="""UPDATE {q} SET attempts = ?1, next_attempt_at = ?2, deadline = ?3, last_error = ?4,
-            lease_owner = ?5, lease_until = ?6,
+    "update": """UPDATE {q} SET attempts = ?1, next_attempt_at = ?2, deadline = ?3,
+            last_error = ?4, lease_owner = ?5, lease_until = ?6,
             ready = CASE WHEN ready IS NOT NULL THEN MAX(MIN(created_at, ?8), ?2, ?6) END
         WHERE seq = ?7""",
-    due_any="SELECT 1 FROM {q} WHERE ready <= ? LIMIT 1",
-    due_heads="SELECT {cols}, seq FROM {q} WHERE ready <= ? ORDER BY ready, seq LIMIT ?",
-    lease="UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2) "
+    "due_any": "SELECT 1 FROM {q} WHERE ready <= ? LIMIT 1",
+    "due_heads": "SELECT {cols}, seq FROM {q} WHERE ready <= ? ORDER BY ready, seq LIMIT ?",
+    "lease": "UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2) "
     "WHERE seq = ?3",
-    # ?1 lease end, ?2 owner, ?3 chat key
-    renew="""UPDATE {q} SET lease_until = ?1, ready = MAX(ready, ?1)
-        WHERE lease_owner = ?2
-          AND seq = (SELECT seq FROM {q} WHERE chat_key = ?3 ORDER BY seq LIMIT 1)""",
-    renew_kept="UPDATE {q}_lease SET lease_until = ?1 WHERE lease_owner = ?2 AND chat_key = ?3",
-    owners="SELECT lease_owner FROM {q} WHERE lease_owner IS NOT NULL "
+    # ?1 lease end, ?2 owner, ?3 chat key, ?4 ?5 the bucket
+    "renew": """UPDATE {q} SET lease_until = ?1, ready = MAX(ready, ?1)
+        WHERE lease_owner = ?2 AND seq = (SELECT seq FROM {q}
+            WHERE seq BETWEEN ?4 AND ?5 AND chat_key = ?3 ORDER BY seq LIMIT 1)""",
+    "renew_kept": "UPDATE {q}_lease SET lease_until = ?1 WHERE lease_owner = ?2 AND chat_key = ?3",
+    "owners": "SELECT lease_owner FROM {q} WHERE lease_owner IS NOT NULL "
     "UNION SELECT lease_owner FROM {q}_lease",
-    release="""UPDATE {q} SET lease_owner = NULL, lease_until = 0,
+    "release": """UPDATE {q} SET lease_owner = NULL, lease_until = 0,
             ready = MAX(MIN(created_at, ?2), next_attempt_at)
         WHERE lease_owner = ?1""",
-    release_kept="DELETE FROM {q}_lease WHERE lease_owner = ?",
-    size="SELECT COUNT(*) FROM {q}",
-    purge_kept="DELETE FROM {q}_lease WHERE lease_until <= ?",
-)
-
-# the only text ever formatted into SQL: these two fixed names and the column list
-_SQL: dict[str, _QueueSql] = {
-    q: _QueueSql._make(s.format(q=q, cols=_COLUMNS) for s in _TEMPLATE) for q in (INBOX, OUTBOX)
+    "release_kept": "DELETE FROM {q}_lease WHERE lease_owner = ?",
+    "size": "SELECT n FROM {q}_size",
+    "purge_kept": "DELETE FROM {q}_lease WHERE lease_until <= ?",
 }
 
+# the only text ever formatted into SQL: these two fixed names and the column list
+_SQL: dict[str, dict[str, str]] = {
+    q: {name: s.format(q=q, cols=_COLUMNS) for name, s in _TEMPLATE.items()}
+    for q in (INBOX, OUTBOX)
+}
+
+_STATE = {
+    "get": "SELECT value, version FROM chat_state WHERE key = ?",
+    "set": "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) "
+    "DO UPDATE SET value = excluded.value, version = chat_state.version + 1",
+    "create": "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) "
+    "ON CONFLICT (key) DO NOTHING",
+    "update_at": "UPDATE chat_state SET value = ?, version = version + 1 "
+    "WHERE key = ? AND version = ?",
+    "delete": "DELETE FROM chat_state WHERE key = ?",
+    "delete_at": "DELETE FROM chat_state WHERE key = ? AND version = ?",
+}
 _MARK = (
     "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
@@ -257,42 +231,38 @@ _SELECT_DEAD_LETTERS = """
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-def _dump(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+_dump = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode  # built once
 
 
-def _item(row: Sequence[Any], queue: QueueName, owner: str | None = None) -> QueueItem:
-    return QueueItem(
-        id=row[0],
-        destination=row[1],
-        chat_key=row[2],
-        payload=json.loads(row[3]),
-        created_at=row[4],
-        deadline=row[5],
-        attempts=row[6],
-        next_attempt_at=row[7],
-        last_error=row[8],
-        queue=queue,
-        owner=owner,
-    )
+def _item(row: Sequence[Any], queue: str, owner: str | None = None) -> QueueItem:
+    return QueueItem(id=row[0], destination=row[1], chat_key=row[2], payload=json.loads(row[3]),
+                     created_at=row[4], deadline=row[5], attempts=row[6], next_attempt_at=row[7],
+                     last_error=row[8], queue=INBOX if queue == INBOX else OUTBOX,
+                     owner=owner)  # fmt: skip
+
+
+def _bucket(chat_key: str) -> tuple[int, int]:
+    """The range of ``seq`` that holds the items of ``chat_key`` (see ``_SEQ_BITS``)."""
+    lo = (zlib.crc32(chat_key.encode("utf-8", "surrogatepass")) >> 4) << _SEQ_BITS
+    return lo, lo + (1 << _SEQ_BITS) - 1
+
+
+def _columns(item: QueueItem) -> tuple[Any, ...]:
+    payload = _dump(item.payload)
+    return (item.id, item.destination, item.chat_key, payload, item.created_at, item.deadline,
+            item.attempts, item.next_attempt_at, item.last_error)  # fmt: skip
 
 
 def _values(item: QueueItem, now: float) -> tuple[Any, ...]:
-    """The parameters of ``add``: the item's columns, then ``now``."""
-    payload = _dump(item.payload)
-    return (item.id, item.destination, item.chat_key, payload, item.created_at, item.deadline,
-            item.attempts, item.next_attempt_at, item.last_error, now)  # fmt: skip
+    """The parameters of ``add``: the item's columns, ``now``, its chat's bucket."""
+    return (*_columns(item), now, *_bucket(item.chat_key))
 
 
-def _sql(queue: str) -> _QueueSql:
+def _sql(queue: str) -> dict[str, str]:
     try:
         return _SQL[queue]
     except KeyError:
         raise ValueError(f"unknown queue {queue!r} (expected 'inbox' or 'outbox')") from None
-
-
-def _dead_queue(name: str) -> QueueName:
-    return INBOX if name == INBOX else OUTBOX
 
 
 def _left(holder: str | None, until: float, releaser: str | None) -> tuple[str | None, float]:
@@ -312,42 +282,54 @@ def _rollback(conn: sqlite3.Connection) -> None:
         log.warning("sqlite store: rollback failed: %s", exc)
 
 
-class _Held:
-    """``with store._held as conn``: the connection, held exclusively by the calling thread.
+# No thread may be inside SQLite when the process forks: a mutex of SQLite's own (its allocator's)
+# held then stays held forever in the child, whose first connection then hangs. Every call into
+# SQLite here runs under its store's lock (or _LIVE_LOCK, for opening), so fork takes them all.
+_LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+_HELD_OVER_FORK: list[threading.Lock] = []
 
-    (A class rather than a generator: it runs several times per queue operation.)
+
+def _before_fork() -> None:
+    _LIVE_LOCK.acquire()
+    for store in list(_LIVE):
+        store._lock.acquire()
+        _HELD_OVER_FORK.append(store._lock)
+
+
+def _after_fork() -> None:
+    while _HELD_OVER_FORK:
+        _HELD_OVER_FORK.pop().release()
+    _LIVE_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
+
+
+class _Use:
+    """``with store._held as conn``: the connection, held by the calling thread alone;
+    ``store._tx``: the same in a write transaction (``BEGIN IMMEDIATE``). What is raised inside,
+    or by the ``COMMIT`` (a full disk), rolls it all back and propagates; the connection stays
+    usable. (A class, not a generator: cheaper, and it runs several times per operation.)
     """
 
-    __slots__ = ("_store",)
+    __slots__ = ("_store", "_write")
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, *, write: bool) -> None:
         self._store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self._store._acquire()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._store._lock.release()
-
-
-class _Transaction(_Held):
-    """``with store._tx as conn``: a write transaction, SQLite's write lock taken first.
-
-    Anything raised inside, or by the ``COMMIT`` (a full disk), rolls the whole transaction
-    back and propagates; the connection stays usable.
-    """
-
-    __slots__ = ()
+        self._write = write
 
     def __enter__(self) -> sqlite3.Connection:
         conn = self._store._acquire()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._store._lock.release()
-            raise
+        if self._write:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._store._lock.release()
+                raise
         return conn
 
     def __exit__(
@@ -355,14 +337,14 @@ class _Transaction(_Held):
     ) -> None:
         conn = self._store._conn
         try:
-            if kind is not None:
+            if self._write and kind is not None:
                 _rollback(conn)
-                return
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+            elif self._write:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
         finally:
             self._store._lock.release()
 
@@ -403,9 +385,11 @@ class SQLiteStore:
         self._closed = False
         self._next_purge = time.time() + purge_interval
         self._busy: set[str] = set()  # the queues whose last claim here found work
-        self._held = _Held(self)
-        self._tx = _Transaction(self)
-        self._conn = self._connect()
+        self._held = _Use(self, write=False)
+        self._tx = _Use(self, write=True)
+        with _LIVE_LOCK:
+            self._conn = self._connect()
+            _LIVE.add(self)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -429,21 +413,20 @@ class SQLiteStore:
             raise ConfigurationError("store: the sqlite URL has no file path")
         options: dict[str, Any] = {}
         for name, values in parse_qs(parts.query, keep_blank_values=True).items():
-            value = values[-1]
-            if name == "busy_timeout":
-                try:
-                    options[name] = float(value)
-                except ValueError:
-                    raise ConfigurationError(
-                        f"store: busy_timeout must be a number of seconds, got {value!r}"
-                    ) from None
-            elif name == "synchronous":
-                options[name] = value
-            else:
+            if name not in ("busy_timeout", "synchronous"):
                 raise ConfigurationError(
                     f"store: unknown sqlite URL parameter {name!r} "
                     "(accepted: busy_timeout, synchronous)"
                 )
+            options[name] = values[-1]
+        if "busy_timeout" in options:
+            try:
+                options["busy_timeout"] = float(options["busy_timeout"])
+            except ValueError:
+                raise ConfigurationError(
+                    "store: busy_timeout must be a number of seconds, "
+                    f"got {options['busy_timeout']!r}"
+                ) from None
         return cls(path, **options)
 
     def __repr__(self) -> str:
@@ -465,8 +448,8 @@ class SQLiteStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if self.path != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
+                mode = self._enter_wal(conn)
+                if mode.lower() != "wal":
                     log.warning("sqlite store %s: journal_mode is %s, not wal", self.path, mode)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("BEGIN IMMEDIATE")
@@ -486,6 +469,18 @@ class SQLiteStore:
             raise
         return conn
 
+    def _enter_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL. Processes opening a new file at once may find it busy without the
+        busy timeout being applied (switching needs the file alone): retry for that long."""
+        end = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= end:
+                    raise
+                time.sleep(0.01)
+
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         """Create the tables, or upgrade a version-1 file (in the caller's transaction)."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -501,12 +496,16 @@ class SQLiteStore:
         for statement in _SCHEMA:
             conn.execute(statement)
         for sql in _SQL.values():
-            for statement in sql[:5]:  # the table, its indexes, the lease table, the trigger
-                conn.execute(statement)
-        if version == 1:
-            conn.execute(_AFTER_UPGRADE_FROM_1[0])
-            conn.execute(_AFTER_UPGRADE_FROM_1[1])
-            conn.execute(_AFTER_UPGRADE_FROM_1[2], (time.time(),))
+            for name in ("table", "ready_index", "lease_table", "lease_trigger", "size_table"):
+                conn.execute(sql[name])
+            conn.execute(sql["size_row"])
+            conn.execute(sql["size_up"])
+            conn.execute(sql["size_down"])
+        if version == 1:  # re-add the old outbox in its order, then drop it
+            add, now = _SQL[OUTBOX]["add"], time.time()
+            for row in conn.execute(_V1_ITEMS).fetchall():
+                conn.execute(add, (*row, now, *_bucket(row[2])))
+            conn.execute("DROP TABLE outbox_v1")
             log.info("sqlite store %s: upgraded the schema from version 1", self.path)
         conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
@@ -517,7 +516,8 @@ class SQLiteStore:
             self._lock = threading.Lock()
             self._pid = os.getpid()
             if not self._closed:
-                self._conn = self._connect()
+                with _LIVE_LOCK:
+                    self._conn = self._connect()
         self._lock.acquire()
         if self._closed:
             self._lock.release()
@@ -564,7 +564,7 @@ class SQLiteStore:
                 break
         with self._tx as conn:
             for sql in _SQL.values():
-                conn.execute(sql.purge_kept, (now,))
+                conn.execute(sql["purge_kept"], (now,))
         if purged:
             log.debug("sqlite store %s: purged %d expired dedupe keys", self.path, purged)
         return purged
@@ -578,24 +578,15 @@ class SQLiteStore:
         """Store ``value`` under ``key`` unconditionally (``None`` deletes it); bump its version."""
         with self._held as conn:
             if value is None:
-                conn.execute("DELETE FROM chat_state WHERE key = ?", (key,))
+                conn.execute(_STATE["delete"], (key,))
             else:
-                conn.execute(
-                    "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) "
-                    "ON CONFLICT (key) DO UPDATE SET "
-                    "value = excluded.value, version = chat_state.version + 1",
-                    (key, _dump(value)),
-                )
+                conn.execute(_STATE["set"], (key, _dump(value)))
 
     def load_state(self, key: str) -> StateSnapshot:
         """The state under ``key`` with its version (``version`` 0 when absent)."""
         with self._held as conn:
-            row = conn.execute(
-                "SELECT value, version FROM chat_state WHERE key = ?", (key,)
-            ).fetchone()
-        if row is None:
-            return StateSnapshot(None, 0)
-        return StateSnapshot(json.loads(row[0]), row[1])
+            row = conn.execute(_STATE["get"], (key,)).fetchone()
+        return StateSnapshot(None, 0) if row is None else StateSnapshot(json.loads(row[0]), row[1])
 
     def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
         """Compare-and-set: store ``value`` only if the version is still ``version``.
@@ -604,25 +595,14 @@ class SQLiteStore:
         key since it was loaded. Every case is a single statement, hence atomic.
         """
         with self._held as conn:
-            if value is None and version == 0:
-                found = conn.execute("SELECT 1 FROM chat_state WHERE key = ?", (key,)).fetchone()
-                return found is None
+            if value is None and version == 0:  # "delete what is absent": check it still is
+                return conn.execute(_STATE["get"], (key,)).fetchone() is None
             if value is None:
-                cursor = conn.execute(
-                    "DELETE FROM chat_state WHERE key = ? AND version = ?", (key, version)
-                )
+                cursor = conn.execute(_STATE["delete_at"], (key, version))
             elif version == 0:
-                cursor = conn.execute(
-                    "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (key, _dump(value)),
-                )
+                cursor = conn.execute(_STATE["create"], (key, _dump(value)))
             else:
-                cursor = conn.execute(
-                    "UPDATE chat_state SET value = ?, version = version + 1 "
-                    "WHERE key = ? AND version = ?",
-                    (_dump(value), key, version),
-                )
+                cursor = conn.execute(_STATE["update_at"], (_dump(value), key, version))
             return cursor.rowcount == 1
 
     # inbox ----------------------------------------------------------------------------------
@@ -640,7 +620,7 @@ class SQLiteStore:
                 and conn.execute(_MARK, (dedupe_key, now + ttl, now)).rowcount != 1
             ):
                 return False  # a repeat: nothing written
-            conn.execute(_SQL[INBOX].add, _values(item, now))
+            conn.execute(_SQL[INBOX]["add"], _values(item, now))
         return True
 
     def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
@@ -651,13 +631,15 @@ class SQLiteStore:
         A reply whose id is already queued for its chat, or among the dead letters, is not
         added twice.
         """
-        add_new = _SQL[OUTBOX].add_new
+        outbox = _SQL[OUTBOX]
         with self._tx as conn:
             if not self._remove(conn, _SQL[INBOX], item):
                 return False
             now = time.time()
             for reply in replies:
-                conn.execute(add_new, _values(reply, now))
+                key = (*_bucket(reply.chat_key), reply.chat_key, reply.id)
+                if conn.execute(outbox["known"], key).fetchone() is None:
+                    conn.execute(outbox["add"], _values(reply, now))
         return True
 
     def renew_leases(
@@ -666,15 +648,15 @@ class SQLiteStore:
         """Extend ``owner``'s leases on ``chat_keys`` to ``lease`` seconds from now."""
         sql = _sql(queue)
         until = time.time() + lease
-        rows = [(until, owner, chat_key) for chat_key in chat_keys]
+        rows = [(until, owner, chat_key, *_bucket(chat_key)) for chat_key in chat_keys]
         with self._tx as conn:
-            conn.executemany(sql.renew, rows)
-            conn.executemany(sql.renew_kept, rows)
+            conn.executemany(sql["renew"], rows)
+            conn.executemany(sql["renew_kept"], [row[:3] for row in rows])
 
     def lease_owners(self) -> set[str]:
         """The owners holding a lease on either queue (run-out leases included)."""
         with self._held as conn:
-            return {row[0] for sql in _SQL.values() for row in conn.execute(sql.owners)}
+            return {row[0] for sql in _SQL.values() for row in conn.execute(sql["owners"])}
 
     def release_owner(self, owner: str) -> int:
         """End every lease ``owner`` holds (its process died); return how many."""
@@ -682,8 +664,8 @@ class SQLiteStore:
         now = time.time()
         with self._tx as conn:
             for sql in _SQL.values():
-                released += conn.execute(sql.release, (owner, now)).rowcount
-                released += conn.execute(sql.release_kept, (owner,)).rowcount
+                released += conn.execute(sql["release"], (owner, now)).rowcount
+                released += conn.execute(sql["release_kept"], (owner,)).rowcount
         return released
 
     # both queues ----------------------------------------------------------------------------
@@ -691,7 +673,7 @@ class SQLiteStore:
         """Persist ``item`` at the tail of its chat's queue (committed when this returns)."""
         sql = _sql(item.queue)
         with self._held as conn:
-            conn.execute(sql.add, _values(item, time.time()))  # one statement: atomic
+            conn.execute(sql["add"], _values(item, time.time()))  # one statement: atomic
 
     def claim(
         self, queue: QueueName, owner: str, now: float, limit: int, lease: float
@@ -708,12 +690,12 @@ class SQLiteStore:
         if queue not in self._busy:
             with self._held as conn:
                 # idle: a cheap look without the write lock first, so pollers never queue for it
-                if conn.execute(sql.due_any, (now,)).fetchone() is None:
+                if conn.execute(sql["due_any"], (now,)).fetchone() is None:
                     return []
         until = now + lease
         with self._tx as conn:
-            rows = conn.execute(sql.due_heads, (now, limit)).fetchall()
-            conn.executemany(sql.lease, [(owner, until, row[9]) for row in rows])
+            rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
+            conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
         if rows:
             self._busy.add(queue)
         else:
@@ -721,24 +703,26 @@ class SQLiteStore:
         return [_item(row, queue, owner) for row in rows]
 
     @staticmethod
-    def _remove(conn: sqlite3.Connection, sql: _QueueSql, item: QueueItem) -> bool:
+    def _remove(conn: sqlite3.Connection, sql: dict[str, str], item: QueueItem) -> bool:
         """Delete the queued ``item`` (inside a transaction); ``False`` when it is not queued.
 
         When it was its chat's head, the next item becomes the head, under the same lease
         unless ``item.owner`` holds it; with no next item, another owner's running lease is
         kept in the lease table.
         """
-        found = conn.execute(sql.find, (item.chat_key, item.id)).fetchone()
+        lo, hi = _bucket(item.chat_key)
+        found = conn.execute(sql["find"], (lo, hi, item.chat_key, item.id)).fetchone()
         if found is None:
             return False
         seq, ready, holder, until = found
-        conn.execute(sql.delete, (seq,))
+        conn.execute(sql["delete"], (seq,))
         if ready is not None:
             holder, until = _left(holder, until, item.owner)
             now = time.time()
-            promoted = conn.execute(sql.promote, (holder, until, item.chat_key, now)).rowcount
+            args = (holder, until, item.chat_key, now, lo, hi)
+            promoted = conn.execute(sql["promote"], args).rowcount
             if not promoted and holder is not None and until > now:
-                conn.execute(sql.keep_lease, (item.chat_key, holder, until))
+                conn.execute(sql["keep_lease"], (item.chat_key, holder, until))
         return True
 
     def ack(self, item: QueueItem) -> None:
@@ -754,34 +738,35 @@ class SQLiteStore:
         """Save ``attempts``, ``next_attempt_at``, ``deadline``, ``last_error``; release."""
         sql = _sql(item.queue)
         with self._tx as conn:
-            found = conn.execute(sql.find, (item.chat_key, item.id)).fetchone()
+            key = (*_bucket(item.chat_key), item.chat_key, item.id)
+            found = conn.execute(sql["find"], key).fetchone()
             if found is None:
                 return
             seq, _, holder, until = found
             holder, until = _left(holder, until, item.owner)
             retry = (item.attempts, item.next_attempt_at, item.deadline, item.last_error)
-            conn.execute(sql.update, (*retry, holder, until, seq, time.time()))
+            conn.execute(sql["update"], (*retry, holder, until, seq, time.time()))
 
     def bury(self, item: QueueItem) -> None:
         """Move the item to the dead letters (keeping ``last_error``); release its chat."""
         sql = _sql(item.queue)
         with self._tx as conn:
             if self._remove(conn, sql, item):
-                values = _values(item, time.time())
-                conn.execute(_INSERT_DEAD_LETTER, (*values, item.queue))
+                values = (*_columns(item), time.time(), item.queue)
+                conn.execute(_INSERT_DEAD_LETTER, values)
 
     def pending(self, queue: QueueName) -> int:
         """How many items wait in ``queue`` (claimed ones included, dead letters excluded)."""
         sql = _sql(queue)
         with self._held as conn:
-            count: int = conn.execute(sql.size).fetchone()[0]
+            count: int = conn.execute(sql["size"]).fetchone()[0]
         return count
 
     def dead_letters(self) -> list[QueueItem]:
         """The items of both queues that gave up, oldest first (``queue`` says which)."""
         with self._held as conn:
             rows = conn.execute(_SELECT_DEAD_LETTERS + " ORDER BY created_at, buried_at").fetchall()
-        return [_item(row, _dead_queue(row[9])) for row in rows]
+        return [_item(row, row[9]) for row in rows]
 
     def dead_letter_retry(self, item_id: str) -> bool:
         """Put a dead letter back at the tail of its chat's queue (the queue it left), due now."""
@@ -789,11 +774,11 @@ class SQLiteStore:
             row = conn.execute(_SELECT_DEAD_LETTERS + " WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 return False
-            item = _item(row, _dead_queue(row[9]))
+            item = _item(row, row[9])
             item.next_attempt_at = 0.0
             item.deadline = 0.0
             conn.execute("DELETE FROM dead_letter WHERE id = ?", (item_id,))
-            conn.execute(_SQL[item.queue].add, _values(item, time.time()))
+            conn.execute(_SQL[item.queue]["add"], _values(item, time.time()))
         return True
 
     def dead_letter_drop(self, item_id: str) -> bool:
@@ -810,6 +795,8 @@ class SQLiteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
 
 
 if TYPE_CHECKING:
