@@ -3,7 +3,9 @@ with the same durable operations written by hand (the floor):
 
 - SQLite: a hand-written queue in raw ``sqlite3`` on the same pragmas (WAL, ``synchronous=NORMAL``):
   ``INSERT``; ``UPDATE … SET leased`` of the oldest free row; ``DELETE`` — three autocommit
-  statements, each durable like ours.
+  statements, each durable like ours. Two floors: a minimal one (no per-chat order, no JSON) and
+  one with the same semantics as the store (JSON in and out, the oldest head of a chat nobody
+  leases, a lease naming its owner); the target is stated against the second.
 - Redis: three raw round trips of a hand-written list queue: ``RPUSH``; ``LMOVE`` to a
   processing list; ``LREM``.
 
@@ -68,6 +70,40 @@ def _raw_sqlite(path: str) -> float:
     return elapsed / ITEMS * 1e6
 
 
+def _raw_sqlite_ordered(path: str) -> float:
+    """The same operations with the same semantics by hand: JSON in and out, the oldest head of a
+    chat nobody leases, a lease naming its owner."""
+    import json
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS q (seq INTEGER PRIMARY KEY, chat TEXT NOT NULL, "
+        "payload TEXT NOT NULL, owner TEXT, leased_until REAL NOT NULL DEFAULT 0)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS q_chat ON q (chat, leased_until)")
+    payload = {"method": "send_message", "body": {"chat_id": 1, "message": {"kind": "operator",
+                                                                             "text": "hi"}}}  # fmt: skip
+    start = time.perf_counter()
+    for n in range(ITEMS):
+        conn.execute(
+            "INSERT INTO q (chat, payload) VALUES (?, ?)", (str(n % 50), json.dumps(payload))
+        )
+        now = time.time()
+        row = conn.execute(
+            "UPDATE q SET owner = ?, leased_until = ? WHERE seq = (SELECT MIN(seq) FROM q AS h "
+            "WHERE NOT EXISTS (SELECT 1 FROM q AS l WHERE l.chat = h.chat AND l.leased_until > ?))"
+            " RETURNING seq, chat, payload",
+            ("bench", now + 60, now),
+        ).fetchone()
+        json.loads(row[2])
+        conn.execute("DELETE FROM q WHERE seq = ? AND owner = ?", (row[0], "bench"))
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed / ITEMS * 1e6
+
+
 def _raw_redis(url: str) -> float:
     import redis
 
@@ -106,14 +142,25 @@ def bench_queues() -> bool:
     with tempfile.TemporaryDirectory(prefix="omnichannel-bench-") as tmp:
         store = SQLiteStore(os.path.join(tmp, "ours.db"))
         try:
-            mine, floor = _side_by_side(
-                lambda: _ours(store), lambda: _raw_sqlite(os.path.join(tmp, "raw.db"))
-            )
+            floors = {
+                "minimal": lambda: _raw_sqlite(os.path.join(tmp, "raw.db")),
+                "same semantics": lambda: _raw_sqlite_ordered(os.path.join(tmp, "same.db")),
+            }
+            best_ours = float("inf")
+            best: dict[str, float] = dict.fromkeys(floors, float("inf"))
+            for _ in range(ROUNDS):
+                for name, floor_fn in floors.items():
+                    best[name] = min(best[name], floor_fn())
+                best_ours = min(best_ours, _ours(store))
         finally:
             store.close()
-    ratio = mine / floor
+    minimal = best_ours / best["minimal"]
+    rows.append(("sqlite vs raw sqlite3, minimal queue", f"{best_ours:.1f}",
+                 f"{best['minimal']:.1f}", f"{minimal:.2f}", "(no order, no JSON)"))  # fmt: skip
+    ratio = best_ours / best["same semantics"]
     ok &= ratio <= TARGET
-    rows.append(("sqlite (raw sqlite3)", f"{mine:.1f}", f"{floor:.1f}", f"{ratio:.2f}",
+    rows.append(("sqlite vs raw sqlite3, same semantics", f"{best_ours:.1f}",
+                 f"{best['same semantics']:.1f}", f"{ratio:.2f}",
                  "ok" if ratio <= TARGET else "MISS"))  # fmt: skip
     with _redis_url() as url:
         if url is None:

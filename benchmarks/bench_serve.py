@@ -2,7 +2,7 @@
 local keep-alive sink: messages acknowledged per second against replies delivered per second
 (saturated: wrk sends as fast as it is answered), how long the outbox takes to empty after the
 load stops, and the acknowledgement latency (p50, p99) both saturated and below saturation (50
-connections, each pausing ``THINK_MS`` between requests). Needs ``wrk`` on PATH (Debian:
+connections, each pausing a random 0.5–1.5 × ``THINK_MS`` between requests). Needs ``wrk`` on PATH (Debian:
 ``apt-get install wrk``)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from omnichannel.testing import RecordingChannelServer
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 PATH = f"/connector/omnichannel/omnichannel_message/{TOKEN}/bot_api_webhook"
-THINK_MS = 200  # per connection: 50 connections send about 250 messages/s in all
+THINK_MS = 200  # mean pause per connection: 50 connections send about 250 messages/s in all
 
 # every request a new delivery (thread id + counter), 500 chats
 _WRK_SCRIPT = """
@@ -60,7 +60,13 @@ def _ms(value: str, unit: str) -> float:
 
 
 def _wrk(url: str, seconds: int, connections: int, think_ms: int = 0) -> dict[str, float]:
-    delay = f"delay = function() return {think_ms} end" if think_ms else ""
+    # a random pause per request: with a fixed one, wrk keeps the connections in lockstep and
+    # every one of them fires at the same instant (bursts of 50), which no platform does
+    delay = (
+        f"delay = function() return math.random({think_ms // 2}, {think_ms * 3 // 2}) end"
+        if think_ms
+        else ""
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.replace("__PATH__", PATH).replace("__DELAY__", delay))
     try:
