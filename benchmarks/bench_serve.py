@@ -2,7 +2,7 @@
 local keep-alive sink: messages acknowledged per second against replies delivered per second
 (saturated: wrk sends as fast as it is answered), how long the outbox takes to empty after the
 load stops, and the acknowledgement latency (p50, p99) both saturated and below saturation (50
-connections, each pausing a random 0.5–1.5 × ``THINK_MS`` between requests). Needs ``wrk`` on PATH (Debian:
+connections, each pausing a random 0.5 to 1.5 times ``THINK_MS`` between requests). Needs ``wrk`` on PATH (Debian:
 ``apt-get install wrk``)."""
 
 from __future__ import annotations

@@ -194,6 +194,8 @@ def test_refused_reply_is_dead_lettered_listed_and_retried(tmp_path: Path) -> No
             assert retried.returncode == 0, retried.stderr
             channel.wait_for(1, timeout=20)
             assert channel.texts(5) == ["please deliver"]
-            assert outbox_cli(store_url, "list").stdout.startswith("0 turns waiting, 0 replies pending, 0 dead")
+            assert outbox_cli(store_url, "list").stdout.startswith(
+                "0 turns waiting, 0 replies pending, 0 dead"
+            )
             worker.stop()
         assert [status for status, _ in channel.refused] == [400]

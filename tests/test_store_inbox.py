@@ -7,16 +7,14 @@ import threading
 import time
 
 from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem, Store
-from tests.test_stores import (  # noqa: F401 - fixtures
-    Stores,
-    item,
-    numbers,
-    redis_url,
-    shared,
-    store,
-    stores,
-    wait_until,
-)
+from tests import test_stores as contract
+from tests.test_stores import Stores, item, numbers, wait_until
+
+# the fixtures of the store contract (memory, SQLite, Redis), for the tests below
+redis_url = contract.redis_url
+stores = contract.stores
+shared = contract.shared
+store = contract.store
 
 
 def turn(chat: str, n: int) -> QueueItem:

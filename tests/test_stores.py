@@ -19,9 +19,9 @@ import pytest
 
 from omnichannel.errors import ConfigurationError, DeliveryError
 from omnichannel.runtime.outbox import Outbox
+from omnichannel.runtime.stores import MemoryStore, QueueItem, Store, open_store
 from omnichannel.runtime.stores.redis import RedisStore
 from omnichannel.runtime.stores.sqlite import SQLiteStore
-from omnichannel.runtime.stores import MemoryStore, QueueItem, Store, open_store
 from tests import redis_support
 from tests.redis_support import unique_prefix
 
@@ -644,8 +644,12 @@ def test_redis_outbox_runs_on_plain_lists_with_leases_taken_over(redis_url: str)
         store.claim("outbox", "dead-worker", time.time(), 10, 0.3)
         assert client.lindex(prefix + "outbox:chat:a", 0).endswith("\ndead-worker")
         got: list[QueueItem] = []
-        wait_until(lambda: bool(got.extend(store.claim("outbox", "heir", time.time(), 10, 30)) or got))
-        assert client.lindex(prefix + "outbox:chat:a", 0).endswith("\nheir")  # the sweep took it over
+        wait_until(
+            lambda: bool(got.extend(store.claim("outbox", "heir", time.time(), 10, 30)) or got)
+        )
+        assert client.lindex(prefix + "outbox:chat:a", 0).endswith(
+            "\nheir"
+        )  # the sweep took it over
         store.ack(got[0])
         assert not client.exists(prefix + "outbox:chat:a", prefix + "outbox:ready")
         assert store.lease_owners() == set()
