@@ -200,7 +200,7 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 1")
     store = SQLiteStore(path)
     try:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert store.pending(OUTBOX) == 3 and store.pending(INBOX) == 0
         got = store.claim(OUTBOX, "w", time.time(), 10, 30)  # the old lease ended
         assert [(i.chat_key, i.payload) for i in got] == [("a", {"n": 0}), ("b", {"n": 1})]
@@ -219,8 +219,8 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
 def test_a_newer_schema_and_unknown_queues_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 3")
-    with pytest.raises(ConfigurationError, match="schema version 3"):
+        conn.execute("PRAGMA user_version = 4")
+    with pytest.raises(ConfigurationError, match="schema version 4"):
         SQLiteStore(path)
     store = SQLiteStore(tmp_path / "ok.db")
     try:

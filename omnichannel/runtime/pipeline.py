@@ -126,7 +126,7 @@ class Runtime:
         admission_concurrency: int = 2,
         pace_above: int | None = 256,
         max_ack_delay: float = 0.25,
-        outbox_workers: int = 16,
+        outbox_workers: int = 8,
         outbox_deadline: float = 3600.0,
         outbox_backoff: float = 1.0,
         outbox_cap: float = 60.0,

@@ -6,15 +6,15 @@ writer, with a busy timeout so processes sharing the file queue up instead of fa
 read-modify-write runs inside ``BEGIN IMMEDIATE``, which takes SQLite's write lock before
 reading: two processes can never lease the same chat.
 
-Schema (version 2, in ``PRAGMA user_version``; a version-1 file is upgraded when opened)::
+Schema (version 3, in ``PRAGMA user_version``; an older file is upgraded when opened)::
 
     seen         (key PK, expires_at)                       dedupe marks; index on expires_at
     chat_state   (key PK, value, version)                   JSON state; version for CAS
     dead_letter  (id PK, <item columns>, buried_at, queue)  both queues' dead letters
     inbox/outbox (seq INTEGER PK, <item columns>, ready, lease_owner, lease_until)
         index {q}_ready (ready, seq) WHERE ready IS NOT NULL    the chat heads, by readiness
+        row seq = -1, no item: the item count (in attempts), kept by triggers
     inbox_lease/outbox_lease (chat_key PK, lease_owner, lease_until)
-    inbox_size/outbox_size (n)                             the item count, kept by triggers
 
 Each commit appends one WAL page per B-tree it changed, which is most of a queue's cost, so the
 item table has one index only. Its rowid, ``seq``, is laid out by chat: 28 bits of the chat
@@ -34,8 +34,9 @@ an add writes the row (and the index entry when it starts its chat), in one stat
 writes the row and its index entry; an ack deletes them and moves the next item up, in one
 transaction. ``{q}_lease`` keeps the rare lease that outlives its chat's last item (a late
 worker finished the turn another owner is redoing) until the chat's next item takes it over (a
-trigger moves it onto the new head) or it runs out (purged). ``pending`` reads ``{q}_size``:
-counting the items would read every page of the table, and the runtime asks often.
+trigger moves it onto the new head) or it runs out (purged). ``pending`` reads the count kept
+in row -1 of the item table: counting the items would read every page of the table, and the
+runtime asks often.
 
 Both queues have the same tables; their statements are generated once, at import, from one
 fixed template per queue name (the only text ever put into SQL); values go through placeholders.
@@ -79,7 +80,7 @@ __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _COLUMNS = (
     "id, destination, chat_key, payload, created_at, deadline, attempts, next_attempt_at, "
     "last_error"
@@ -108,6 +109,16 @@ _BEFORE_UPGRADE_FROM_1 = (
     "DROP TABLE IF EXISTS chat_lease",
     "DROP INDEX IF EXISTS outbox_chat",
     "ALTER TABLE outbox RENAME TO outbox_v1",
+)
+# Version 2 counted the items in tables of their own, by triggers that wrote there.
+_BEFORE_UPGRADE_FROM_2 = tuple(
+    statement.format(q=q)
+    for q in (INBOX, OUTBOX)
+    for statement in (
+        "DROP TRIGGER IF EXISTS {q}_added",
+        "DROP TRIGGER IF EXISTS {q}_removed",
+        "DROP TABLE IF EXISTS {q}_size",
+    )
 )
 _V1_ITEMS = """SELECT id, destination, chat_key, payload, created_at, deadline, attempts,
     next_attempt_at, last_error FROM outbox_v1 ORDER BY seq"""
@@ -142,12 +153,17 @@ _TEMPLATE = {
             DELETE FROM {q}_lease WHERE chat_key = NEW.chat_key;
         END""",
     # how many items wait, kept by triggers: counting the table would read every page of it
-    "size_table": "CREATE TABLE IF NOT EXISTS {q}_size (n INTEGER NOT NULL)",
-    "size_row": "INSERT INTO {q}_size (n) SELECT COUNT(*) FROM {q}",
+    # ... in the attempts of the row seq = -1 of the table itself, below every bucket, so no
+    # statement on items sees it (nor the ready index: its ready is NULL). Not a table of its
+    # own: each commit writes one WAL page per page it changed, and while the queue is small
+    # the counter shares its page with the items (version 2 had {q}_size; a page more per add
+    # and per ack, and as many more checkpoints).
+    "size_row": "INSERT INTO {q} (seq, {cols}) VALUES "
+    "(-1, '', '', '', '', 0, 0, (SELECT COUNT(*) FROM {q}), 0, NULL)",
     "size_up": """CREATE TRIGGER IF NOT EXISTS {q}_added AFTER INSERT ON {q}
-        BEGIN UPDATE {q}_size SET n = n + 1; END""",
+        BEGIN UPDATE {q} SET attempts = attempts + 1 WHERE seq = -1; END""",
     "size_down": """CREATE TRIGGER IF NOT EXISTS {q}_removed AFTER DELETE ON {q}
-        BEGIN UPDATE {q}_size SET n = n - 1; END""",
+        BEGIN UPDATE {q} SET attempts = attempts - 1 WHERE seq = -1; END""",
     # ?1..?9 the item's columns, ?10 now, ?11 ?12 the bucket. The new seq is one above the
     # bucket's last; the chat's first item becomes its head. (VALUES, not SELECT: SQLite copies
     # a SELECT from the table being inserted into to a temporary table first.)
@@ -163,6 +179,9 @@ _TEMPLATE = {
     "find": "SELECT seq, ready, lease_owner, lease_until FROM {q} "
     "WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4",
     "delete": "DELETE FROM {q} WHERE seq = ?",
+    # find and delete in one statement (SQLite >= 3.35): ?1 ?2 the bucket, ?3 chat key, ?4 id
+    "take": "DELETE FROM {q} WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4 "
+    "RETURNING ready, lease_owner, lease_until",
     # ?1 lease owner, ?2 lease end, ?3 chat key, ?4 now, ?5 ?6 the bucket
     "promote": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2,
             ready = MAX(MIN(created_at, ?4), next_attempt_at, ?2)
@@ -179,6 +198,10 @@ _TEMPLATE = {
     "due_heads": "SELECT {cols}, seq FROM {q} WHERE ready <= ? ORDER BY ready, seq LIMIT ?",
     "lease": "UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2) "
     "WHERE seq = ?3",
+    # the first due head, leased in one statement (SQLite >= 3.35): ?1 owner, ?2 lease end, ?3 now
+    "lease_first": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2)
+        WHERE seq = (SELECT seq FROM {q} WHERE ready <= ?3 ORDER BY ready, seq LIMIT 1)
+        RETURNING {cols}""",
     # ?1 lease end, ?2 owner, ?3 chat key, ?4 ?5 the bucket
     "renew": """UPDATE {q} SET lease_until = ?1, ready = MAX(ready, ?1)
         WHERE lease_owner = ?2 AND seq = (SELECT seq FROM {q}
@@ -190,7 +213,7 @@ _TEMPLATE = {
             ready = MAX(MIN(created_at, ?2), next_attempt_at)
         WHERE lease_owner = ?1""",
     "release_kept": "DELETE FROM {q}_lease WHERE lease_owner = ?",
-    "size": "SELECT n FROM {q}_size",
+    "size": "SELECT attempts FROM {q} WHERE seq = -1",
     "purge_kept": "DELETE FROM {q}_lease WHERE lease_until <= ?",
 }
 
@@ -229,6 +252,10 @@ _SELECT_DEAD_LETTERS = """
 """
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+# UPDATE/DELETE … RETURNING (SQLite 3.35): a claim of one item and the removal of an item take
+# one statement each instead of a read, then a write
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 _dump = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode  # built once
@@ -491,12 +518,12 @@ class SQLiteStore:
             )
         if version == _SCHEMA_VERSION:
             return
-        for statement in _BEFORE_UPGRADE_FROM_1 if version == 1 else ():
+        for statement in {1: _BEFORE_UPGRADE_FROM_1, 2: _BEFORE_UPGRADE_FROM_2}.get(version, ()):
             conn.execute(statement)
         for statement in _SCHEMA:
             conn.execute(statement)
         for sql in _SQL.values():
-            for name in ("table", "ready_index", "lease_table", "lease_trigger", "size_table"):
+            for name in ("table", "ready_index", "lease_table", "lease_trigger"):
                 conn.execute(sql[name])
             conn.execute(sql["size_row"])
             conn.execute(sql["size_up"])
@@ -693,9 +720,13 @@ class SQLiteStore:
                 if conn.execute(sql["due_any"], (now,)).fetchone() is None:
                     return []
         until = now + lease
-        with self._tx as conn:
-            rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
-            conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
+        if limit == 1 and _RETURNING:
+            with self._held as conn:  # one statement: atomic, and it takes the write lock first
+                rows = conn.execute(sql["lease_first"], (owner, until, now)).fetchall()
+        else:
+            with self._tx as conn:
+                rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
+                conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
         if rows:
             self._busy.add(queue)
         else:
@@ -711,11 +742,18 @@ class SQLiteStore:
         kept in the lease table.
         """
         lo, hi = _bucket(item.chat_key)
-        found = conn.execute(sql["find"], (lo, hi, item.chat_key, item.id)).fetchone()
-        if found is None:
-            return False
-        seq, ready, holder, until = found
-        conn.execute(sql["delete"], (seq,))
+        key = (lo, hi, item.chat_key, item.id)
+        if _RETURNING:
+            taken = conn.execute(sql["take"], key).fetchall()  # run to the end
+            if not taken:
+                return False
+            ready, holder, until = taken[0]
+        else:
+            found = conn.execute(sql["find"], key).fetchone()
+            if found is None:
+                return False
+            seq, ready, holder, until = found
+            conn.execute(sql["delete"], (seq,))
         if ready is not None:
             holder, until = _left(holder, until, item.owner)
             now = time.time()
