@@ -241,7 +241,8 @@ def test_overload_answers_only_200_or_503_and_logs_no_traceback(tmp_path: Path) 
 class PrivateRedis:
     """A redis-server with AOF (fsync always) in a temporary directory, killable and restartable."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, aof: bool = True) -> None:
+        self.aof = aof
         binary = shutil.which("redis-server")
         if binary is None:
             redis_support._unavailable("redis-server is not on PATH")
@@ -255,7 +256,7 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -359,3 +360,23 @@ def test_front_ends_and_workers_on_one_redis(private_redis: PrivateRedis, kill_r
             for chat in range(chats):  # order holds for first arrivals
                 firsts = list(dict.fromkeys(channel.texts(chat)))
                 assert firsts == [f"c{chat} n{n}" for n in range(per_chat)]
+
+
+@pytest.mark.redis
+def test_serve_and_worker_warn_once_about_a_redis_without_persistence(
+    private_redis: PrivateRedis,
+) -> None:
+    volatile = PrivateRedis(aof=False)
+    try:
+        with RecordingChannelServer() as channel:
+            for server, warned in ((volatile, True), (private_redis, False)):
+                store = f"{server.url}?prefix={unique_prefix('persist')}"
+                with (
+                    running(store, channel.channel_url) as serve,
+                    running(store, channel.channel_url, command="worker") as worker,
+                ):
+                    assert serve.terminate() == 0 and worker.terminate() == 0
+                    for log in (serve.log(), worker.log()):
+                        assert log.count("Redis has no persistence") == (1 if warned else 0), log
+    finally:
+        volatile.close()
