@@ -179,9 +179,6 @@ _TEMPLATE = {
     "find": "SELECT seq, ready, lease_owner, lease_until FROM {q} "
     "WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4",
     "delete": "DELETE FROM {q} WHERE seq = ?",
-    # find and delete in one statement (SQLite >= 3.35): ?1 ?2 the bucket, ?3 chat key, ?4 id
-    "take": "DELETE FROM {q} WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4 "
-    "RETURNING ready, lease_owner, lease_until",
     # ?1 lease owner, ?2 lease end, ?3 chat key, ?4 now, ?5 ?6 the bucket
     "promote": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2,
             ready = MAX(MIN(created_at, ?4), next_attempt_at, ?2)
@@ -198,10 +195,6 @@ _TEMPLATE = {
     "due_heads": "SELECT {cols}, seq FROM {q} WHERE ready <= ? ORDER BY ready, seq LIMIT ?",
     "lease": "UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2) "
     "WHERE seq = ?3",
-    # the first due head, leased in one statement (SQLite >= 3.35): ?1 owner, ?2 lease end, ?3 now
-    "lease_first": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2)
-        WHERE seq = (SELECT seq FROM {q} WHERE ready <= ?3 ORDER BY ready, seq LIMIT 1)
-        RETURNING {cols}""",
     # ?1 lease end, ?2 owner, ?3 chat key, ?4 ?5 the bucket
     "renew": """UPDATE {q} SET lease_until = ?1, ready = MAX(ready, ?1)
         WHERE lease_owner = ?2 AND seq = (SELECT seq FROM {q}
@@ -252,10 +245,6 @@ _SELECT_DEAD_LETTERS = """
 """
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-# UPDATE/DELETE … RETURNING (SQLite 3.35): a claim of one item and the removal of an item take
-# one statement each instead of a read, then a write
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 _dump = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode  # built once
@@ -720,13 +709,9 @@ class SQLiteStore:
                 if conn.execute(sql["due_any"], (now,)).fetchone() is None:
                     return []
         until = now + lease
-        if limit == 1 and _RETURNING:
-            with self._held as conn:  # one statement: atomic, and it takes the write lock first
-                rows = conn.execute(sql["lease_first"], (owner, until, now)).fetchall()
-        else:
-            with self._tx as conn:
-                rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
-                conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
+        with self._tx as conn:
+            rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
+            conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
         if rows:
             self._busy.add(queue)
         else:
@@ -742,18 +727,11 @@ class SQLiteStore:
         kept in the lease table.
         """
         lo, hi = _bucket(item.chat_key)
-        key = (lo, hi, item.chat_key, item.id)
-        if _RETURNING:
-            taken = conn.execute(sql["take"], key).fetchall()  # run to the end
-            if not taken:
-                return False
-            ready, holder, until = taken[0]
-        else:
-            found = conn.execute(sql["find"], key).fetchone()
-            if found is None:
-                return False
-            seq, ready, holder, until = found
-            conn.execute(sql["delete"], (seq,))
+        found = conn.execute(sql["find"], (lo, hi, item.chat_key, item.id)).fetchone()
+        if found is None:
+            return False
+        seq, ready, holder, until = found
+        conn.execute(sql["delete"], (seq,))
         if ready is not None:
             holder, until = _left(holder, until, item.owner)
             now = time.time()
