@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from omnichannel.runtime.stores import Store, open_store
 from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,16 @@ def running(store: str, channel_url: str, *extra: str, **options: Any) -> Iterat
         yield process
     finally:
         process.kill()
+
+
+@contextmanager
+def opened(url: str) -> Iterator[Store]:
+    """A store opened on ``url`` for the length of the block."""
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def bot_env(delay: float = 0.0, marks: Path | None = None) -> dict[str, str]:

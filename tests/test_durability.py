@@ -5,30 +5,21 @@ letters an operator lists and retries with ``omnichannel outbox``."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 
-from omnichannel.runtime.stores import Store, open_store
 from omnichannel.testing import RecordingChannelServer, text_event
 from tests import redis_support
 from tests.helpers import free_port, wait_until
+from tests.processes import ROOT, Process, opened, running
 from tests.redis_support import unique_prefix
 
 redis_url = redis_support.redis_url  # the fixture, for the tests below
-
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "durability-token"
-WEBHOOK = f"/connector/omnichannel/omnichannel_message/{TOKEN}/bot_api_webhook"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -39,71 +30,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{url}?prefix={unique_prefix('serve')}"
 
 
-class Serve:
-    """One ``omnichannel serve`` process."""
-
-    def __init__(self, store: str, channel_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by kill()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "omnichannel", "serve", "--port", str(self.port),
-             "--token", TOKEN, "--channel-url", channel_url, "--store", store],
-            cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("OMNICHANNEL_")},
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,  # a file, not a pipe: a full pipe would block the server
-        )  # fmt: skip
-        if not wait_until(lambda: self._healthy() or self.process.poll() is not None, 20):
-            self.kill()
-            pytest.fail("serve did not start within 20 s")
-        if self.process.poll() is not None:
-            log = self.log()
-            self.kill()
-            pytest.fail(f"serve exited: {log}")
-
-    def _healthy(self) -> bool:
-        try:
-            return requests.get(self.url + "/healthz", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def post(self, payload: object) -> int:
-        response = requests.post(self.url + WEBHOOK, json=payload, timeout=10)
-        return response.status_code
-
-    def stop(self) -> None:
-        """SIGTERM: finish queued work and replies, then exit 0."""
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(40) == 0, self.log()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-
-@contextmanager
-def serving(store: str, channel_url: str) -> Iterator[Serve]:
-    server = Serve(store, channel_url)
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@contextmanager
-def opened(url: str) -> Iterator[Store]:
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
+def stop(process: Process) -> None:
+    """SIGTERM: finish running turns and due replies, then exit 0."""
+    assert process.terminate(40) == 0, process.log()
 
 
 def outbox_cli(store: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,16 +50,16 @@ def test_two_workers_on_one_redis_reply_once_per_delivery(redis_url: str) -> Non
     store = f"{redis_url}?prefix={unique_prefix('two-workers')}"
     with RecordingChannelServer() as channel:
         with (
-            serving(store, channel.channel_url) as first,
-            serving(store, channel.channel_url) as second,
+            running(store, channel.channel_url) as first,
+            running(store, channel.channel_url) as second,
         ):
             events = [
                 text_event(f"hello {i}", chat_id=i % 3, message_id=f"m-{i}") for i in range(8)
             ]
             statuses: list[int] = []
 
-            def post_to(worker: Serve) -> None:
-                statuses.extend(worker.post(event) for event in events)
+            def post_to(worker: Process) -> None:
+                statuses.extend(worker.post(event).status_code for event in events)
 
             # the platform retries each delivery to the other worker, at the same time
             posters = [threading.Thread(target=post_to, args=(w,)) for w in (first, second)]
@@ -140,8 +69,8 @@ def test_two_workers_on_one_redis_reply_once_per_delivery(redis_url: str) -> Non
                 poster.join(60)
             assert statuses == [200] * 16
             channel.wait_for(8, timeout=30)
-            first.stop()  # each drains its work and replies before exiting
-            second.stop()
+            stop(first)  # each finishes its work and replies before exiting
+            stop(second)
         assert sorted(channel.texts()) == sorted(f"hello {i}" for i in range(8))
 
 
@@ -149,19 +78,19 @@ def test_replies_survive_sigkill_and_arrive_once_in_order(store_url: str) -> Non
     channel_port = free_port()
     channel_url = f"http://127.0.0.1:{channel_port}/channel"  # nothing listens there yet
     chats = range(4)
-    with serving(store_url, channel_url) as worker:
+    with running(store_url, channel_url) as worker:
         for n in range(5):
             for chat in chats:
-                assert worker.post(text_event(f"c{chat} m{n}", chat_id=chat)) == 200
+                assert worker.post(text_event(f"c{chat} m{n}", chat_id=chat)).status_code == 200
         with opened(store_url) as store:
             # every reply is stored (the first attempts failed: the channel is down)
             assert wait_until(lambda: store.pending("outbox") == 20, 20)
         worker.process.send_signal(signal.SIGKILL)
         worker.process.wait(10)
     with RecordingChannelServer(port=channel_port) as channel:
-        with serving(store_url, channel_url) as restarted:
+        with running(store_url, channel_url) as restarted:
             channel.wait_for(20, timeout=30)
-            restarted.stop()
+            stop(restarted)
         assert len(channel.calls) == 20
         for chat in chats:
             assert channel.texts(chat) == [f"c{chat} m{n}" for n in range(5)]
@@ -174,8 +103,8 @@ def test_refused_reply_is_dead_lettered_listed_and_retried(tmp_path: Path) -> No
     store_url = f"sqlite:///{tmp_path / 'omnichannel.db'}"
     with RecordingChannelServer() as channel, opened(store_url) as store:
         channel.always(400)
-        with serving(store_url, channel.channel_url) as worker:
-            assert worker.post(text_event("please deliver", chat_id=5)) == 200
+        with running(store_url, channel.channel_url) as worker:
+            assert worker.post(text_event("please deliver", chat_id=5)).status_code == 200
             assert wait_until(lambda: len(store.dead_letters()) == 1, 20)
             listed = outbox_cli(store_url, "list")
             assert listed.returncode == 0, listed.stderr
@@ -197,5 +126,5 @@ def test_refused_reply_is_dead_lettered_listed_and_retried(tmp_path: Path) -> No
             assert outbox_cli(store_url, "list").stdout.startswith(
                 "0 turns waiting, 0 replies pending, 0 dead"
             )
-            worker.stop()
+            stop(worker)
         assert [status for status, _ in channel.refused] == [400]

@@ -15,18 +15,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
-from omnichannel.runtime.stores import Store, open_store
 from omnichannel.runtime.stores.sqlite import SQLiteStore
 from omnichannel.testing import RecordingChannelServer, text_event
 from tests import redis_support
 from tests.helpers import free_port, wait_until
-from tests.processes import BOT, WEBHOOK, Process, bot_env, running
+from tests.processes import BOT, WEBHOOK, Process, bot_env, opened, running
 from tests.redis_support import unique_prefix
 
 redis_url = redis_support.redis_url  # the fixture, for the tests below
@@ -45,15 +43,6 @@ def once_each(texts: list[str], expected: set[str]) -> tuple[set[str], list[str]
     counts = Counter(texts)
     lost = expected - set(counts)
     return lost, sorted(t for t, n in counts.items() if n > 1)
-
-
-@contextmanager
-def opened(url: str) -> Iterator[Store]:
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def marks_count(path: Path) -> int:
