@@ -190,8 +190,9 @@ class TextReply:
 class Keyboard:
     """A keyboard (``kind: "keyboard"``): rows of buttons. A flat list of buttons is one row.
 
-    ``text`` is not part of the wire format; channels without buttons use it as the title of
-    the numbered list they render instead.
+    ``text`` is not part of the wire format: the omnichannel connector sends it as an operator
+    text just before the keyboard, channels without buttons as the title of the numbered list
+    they render instead (see :mod:`omnichannel.rendering`).
     """
 
     kind: Literal["keyboard"] = attrs.field(default="keyboard", init=False)

@@ -316,6 +316,26 @@ def test_a_refused_reply_goes_to_the_dead_letters(channel: RecordingChannelServe
     connector.close()
 
 
+def test_a_first_delivery_failure_warns_and_a_dead_letter_is_an_error(
+    channel: RecordingChannelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = Runtime(inline=True, outbox_backoff=0.01, outbox_cap=0.02)
+    connector = make_connector(channel, runtime=runtime)
+
+    def levels(what: str) -> list[int]:
+        return [r.levelno for r in caplog.records if what in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="omnichannel.runtime.outbox"):
+        channel.fail_next(2, status=502)
+        connector.reply(5, "late")
+        assert wait_until(lambda: (runtime.outbox.flush(), channel.texts(5) == ["late"])[1])
+        assert levels("failed") == [logging.WARNING, logging.INFO]
+        channel.always(400)
+        connector.reply(5, "never")
+        assert levels("dead-lettered") == [logging.ERROR]
+    connector.close()
+
+
 # bot behaviour ---------------------------------------------------------------------------------
 def test_handlers_get_the_turn_and_may_return_any_reply_shape(
     channel: RecordingChannelServer,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from omnichannel import Bot, Connector, Request, Runtime, Turn
-from omnichannel.runtime.stores import INBOX, OUTBOX, MemoryStore, QueueItem
+from omnichannel.runtime.stores import INBOX, OUTBOX, MemoryStore, QueueItem, StateWrite
 from omnichannel.testing import RecordingChannelServer, new_chat_event, text_event
 from tests.helpers import wait_until
 
@@ -55,9 +55,11 @@ class FlakyStore(MemoryStore):
         self._check()
         return super().inbox_admit(item, dedupe_key, ttl)
 
-    def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
+    def inbox_complete(
+        self, item: QueueItem, replies: Sequence[QueueItem], writes: Sequence[StateWrite] = ()
+    ) -> bool:
         self._check()
-        return super().inbox_complete(item, replies)
+        return super().inbox_complete(item, replies, writes)
 
     def ack(self, item: QueueItem) -> None:
         self._check()

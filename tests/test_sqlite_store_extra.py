@@ -20,6 +20,7 @@ import pytest
 
 from omnichannel.errors import ConfigurationError
 from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem
+from omnichannel.runtime.stores.base import StateSnapshot
 from omnichannel.runtime.stores.sqlite import SQLiteStore
 
 LONE = "half an emoji: \ud83d, and its other half: \ude00"
@@ -168,7 +169,7 @@ def test_two_chats_sharing_a_seq_range_keep_apart(store: SQLiteStore) -> None:
 
 
 def test_claim_is_an_index_range_scan(store: SQLiteStore) -> None:
-    from omnichannel.runtime.stores.sqlite import _SQL
+    from omnichannel.runtime.stores._sqlite_sql import SQL as _SQL
 
     for queue in (INBOX, OUTBOX):
         plan = " | ".join(
@@ -200,7 +201,7 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 1")
     store = SQLiteStore(path)
     try:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert store.pending(OUTBOX) == 3 and store.pending(INBOX) == 0
         got = store.claim(OUTBOX, "w", time.time(), 10, 30)  # the old lease ended
         assert [(i.chat_key, i.payload) for i in got] == [("a", {"n": 0}), ("b", {"n": 1})]
@@ -216,11 +217,34 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     SQLiteStore(path).close()  # and opening it again changes nothing
 
 
+def test_a_version_3_file_keeps_its_state_and_gains_state_expiry(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE chat_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+            "version INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO chat_state VALUES ('s', '{\"x\": 1}', 7)")
+        conn.execute("PRAGMA user_version = 3")
+    store = SQLiteStore(path)
+    try:
+        assert store.load_state("s") == StateSnapshot({"x": 1}, 7)
+        assert store.save_state("s", {"x": 2}, 7, ttl=0.05)
+        snap = store.load_state("s")
+        assert snap.value == {"x": 2} and snap.version == 8
+        time.sleep(0.06)  # the expiry is what is tested: no condition to wait on
+        assert store.load_state("s") == StateSnapshot(None, 8)  # expired: absent, version kept
+        assert store.purge_expired() == 0  # (dedupe keys purged: none)
+        assert store.load_state("s") == StateSnapshot(None, 0)  # and now gone
+    finally:
+        store.close()
+
+
 def test_a_newer_schema_and_unknown_queues_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 4")
-    with pytest.raises(ConfigurationError, match="schema version 4"):
+        conn.execute("PRAGMA user_version = 5")
+    with pytest.raises(ConfigurationError, match="schema version 5"):
         SQLiteStore(path)
     store = SQLiteStore(tmp_path / "ok.db")
     try:

@@ -11,12 +11,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import requests
 
 from omnichannel.codec import unstructure, unstructure_message
 from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError, UnsupportedEvent
-from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage, TextReply
+from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage
 from omnichannel.protocol import parse_event
+from omnichannel.rendering import OMNICHANNEL, Capabilities, render
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
@@ -26,7 +28,6 @@ from omnichannel.runtime.sending import (
     redact_url,
     request_with_retries,
 )
-from omnichannel.text import plain_text, split_text
 
 __all__ = [
     "NO_ACTIVE_CHANNEL",
@@ -83,24 +84,20 @@ class OmnichannelClient:
     def __repr__(self) -> str:
         return f"OmnichannelClient({redact_url(self.channel_url)!r})"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the channel shows: :data:`~omnichannel.rendering.OMNICHANNEL` with this client's
+        ``max_message_length`` and ``strip_markdown``."""
+        return attrs.evolve(
+            OMNICHANNEL,
+            markdown=not self.strip_markdown,
+            max_length=self.max_message_length or None,
+        )
+
     def render(self, message: Reply) -> list[OutboundMessage]:
-        """The wire messages for one reply: markdown stripped, long text split."""
-        if type(message) is TextReply and (
-            self.max_message_length is None or len(message.text) <= self.max_message_length
-        ):
-            text = plain_text(message.text) if self.strip_markdown else message.text
-            return [message if text is message.text else TextReply(text=text)]
-        out: list[OutboundMessage] = []
-        for item in to_outbound(message):
-            if isinstance(item, TextReply):
-                text = plain_text(item.text) if self.strip_markdown else item.text
-                if self.max_message_length and len(text) > self.max_message_length:
-                    out.extend(TextReply(text=p) for p in split_text(text, self.max_message_length))
-                else:
-                    out.append(item if text == item.text else TextReply(text=text))
-            else:
-                out.append(item)
-        return out
+        """The wire messages for one reply (:func:`omnichannel.rendering.render`): markdown
+        stripped, long text split, a keyboard's ``text`` sent as a text message before it."""
+        return render(to_outbound(message), self.capabilities)
 
     def call(
         self, method: str, body: Mapping[str, Any], *, attempts: int | None = None
@@ -292,8 +289,17 @@ class Connector(WebhookChannel):
         self.bot(Turn(event, message, self))
 
     # outbound -------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the channel shows (the client's :attr:`OmnichannelClient.capabilities`)."""
+        return self.client.capabilities
+
     def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
-        """Queue messages for chat ``chat_id``: stored first, then delivered in order."""
+        """Queue messages for chat ``chat_id``: stored first, then delivered in order.
+
+        Each is rendered by the client (:meth:`OmnichannelClient.render`): a keyboard's ``text``
+        goes out as an operator message just before the keyboard message.
+        """
         chat_key = f"{self.destination}:{chat_id}"
         for message in messages:
             for part in self.client.render(message):

@@ -1,8 +1,17 @@
-"""The Bot: handlers for text, files and button presses, and the turn they receive."""
+"""The Bot: handlers for text, files and button presses, middleware, and the turn they receive.
+
+Handlers, error handlers and middleware may be plain functions or ``async def`` functions; the
+async ones run on the runtime's event loop (:mod:`omnichannel.runtime.aio`). A turn carries the
+conversation's durable ``state``, the visitor's ``user_state`` and the ``history`` of the
+conversation (:mod:`omnichannel.runtime.conversation`), committed with the turn.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import Any, Protocol, TypeVar, Union
@@ -19,18 +28,46 @@ from omnichannel.models import (
     TextReply,
 )
 from omnichannel.protocol import agent_text, channel_variables
+from omnichannel.rendering import TRANSCRIPT, render_text
+from omnichannel.runtime import aio
+from omnichannel.runtime.conversation import (
+    History,
+    TurnRecords,
+    conversation_key,
+    current_records,
+    user_key,
+)
 from omnichannel.runtime.outbox import current_turn_id
 
-__all__ = ["Bot", "Channel", "HandlerResult", "Turn", "to_outbound"]
+__all__ = [
+    "DEFAULT_ERROR_REPLY",
+    "Bot",
+    "Channel",
+    "HandlerResult",
+    "Middleware",
+    "Turn",
+    "history_text",
+    "to_outbound",
+]
 
 log = logging.getLogger(__name__)
 
 ChatId = Union[int, str]
 Reply = Union[str, OutboundMessage]
 HandlerResult = Union[None, Reply, Iterable[Reply]]
-Handler = Callable[["Turn"], HandlerResult]
-ErrorHandler = Callable[["Turn", BaseException], HandlerResult]
+Handler = Callable[["Turn"], Any]
+ErrorHandler = Callable[["Turn", BaseException], Any]
+Next = Callable[[], Any]
+Middleware = Callable[["Turn", Next], Any]
+"""``middleware(turn, next)``: call ``next()`` (``await next()`` in an ``async def`` one) to run
+the rest of the chain and the handlers; don't, to stop there (it may reply itself)."""
+Matcher = Callable[["Turn"], bool]
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_ERROR_REPLY = "Sorry, something went wrong on our side. Please try again in a moment."
+"""What the visitor reads when a handler raises and no ``on_error`` handler dealt with it."""
+
+DAY = 24 * 3600.0
 
 
 class Channel(Protocol):
@@ -69,6 +106,21 @@ def to_outbound(result: HandlerResult) -> list[OutboundMessage]:
     return out
 
 
+def history_text(message: OutboundMessage) -> str:
+    """The text a reply leaves in the history (a keyboard as its numbered list, a file as its
+    link), as a channel without buttons would show it."""
+    return "\n".join(render_text([message], TRANSCRIPT))
+
+
+def _destination(channel: Any) -> str:
+    return str(getattr(channel, "destination", None) or channel.name)
+
+
+def _store_of(channel: Any) -> Any:
+    runtime = getattr(channel, "runtime", None)
+    return getattr(runtime, "store", None)
+
+
 class Turn:
     """One visitor message being handled: what a handler receives.
 
@@ -79,6 +131,8 @@ class Turn:
         text: the text the agent sees (:func:`omnichannel.agent_text`).
         chat_id: the chat to answer in.
         replies: what this turn has sent so far.
+        match: the ``re.Match`` of the pattern that chose the running handler (``None`` when it
+            was not chosen by a pattern).
         id: the turn's id in the inbox, the same when a turn is run again after a crash (an
             idempotency key for calls your handler makes); ``None`` outside the runtime.
     """
@@ -91,13 +145,62 @@ class Turn:
         self.text: str | None = agent_text(message)
         self.replies: list[OutboundMessage] = []
         self.handed_over = False
+        self.match: re.Match[str] | None = None
         self.id: str | None = current_turn_id()
+        self.bot: Bot | None = None
+        self._records = current_records() or TurnRecords(None)
 
     @cached_property
     def variables(self) -> dict[str, str | None]:
         """The channel variables of the event (:func:`omnichannel.channel_variables`)."""
         return channel_variables(self.event)
 
+    # state and history -------------------------------------------------------------------------
+    def _settings(self) -> tuple[float | None, int]:
+        bot = self.bot
+        return (bot.state_ttl, bot.history_size) if bot is not None else (30 * DAY, 20)
+
+    @property
+    def _conversation_key(self) -> str:
+        return conversation_key(_destination(self.channel), self.chat_id)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The conversation's state: a mutable, JSON-serializable dict kept per channel and chat.
+
+        Changes are saved with the turn's completion, atomically with its replies (a turn run
+        again after a crash does not apply them twice); shared by every worker on the store.
+        """
+        ttl, keep = self._settings()
+        return self._records.get(self._conversation_key, ttl=ttl, keep=keep).state
+
+    @property
+    def visitor_id(self) -> str:
+        """The visitor's id on the channel (the chat id when the channel sends none)."""
+        visitor = getattr(self.event, "visitor", None)
+        found = getattr(visitor, "id", None)
+        return str(found if found not in (None, "") else self.chat_id)
+
+    @property
+    def user_state(self) -> dict[str, Any]:
+        """The visitor's state (per channel and :attr:`visitor_id`), saved like :attr:`state`."""
+        ttl, _ = self._settings()
+        key = user_key(_destination(self.channel), self.visitor_id)
+        return self._records.get(key, ttl=ttl).state
+
+    @property
+    def history(self) -> History:
+        """The last messages of the conversation, oldest first, ending with this turn's
+        message and the replies sent so far (``Bot(history=N)`` keeps N)."""
+        ttl, keep = self._settings()
+        return History(self._records.get(self._conversation_key, ttl=ttl, keep=keep).history())
+
+    def _remember(self, role: str, text: str) -> None:
+        ttl, keep = self._settings()
+        if keep > 0:
+            self._records.append(self._conversation_key, role, text, ttl=ttl, keep=keep, at=None)
+
+    # actions --------------------------------------------------------------------------------
     def reply(self, *messages: Reply) -> None:
         """Send messages to the visitor: collected, and stored with the turn's completion (so a
         turn run again after a crash never sends them twice), then delivered in order."""
@@ -105,6 +208,8 @@ class Turn:
         if out:
             self.replies.extend(out)
             self.channel.send(self.chat_id, out)
+            for message in out:
+                self._remember("bot", history_text(message))
 
     def handover(self, **params: Any) -> None:
         """Hand the visitor to a human operator, the way the channel does it.
@@ -119,56 +224,157 @@ class Turn:
         return f"Turn(chat_id={self.chat_id!r}, kind={self.message.kind!r}, text={self.text!r})"
 
 
+class _Registered:
+    """What ``@bot.on_text`` returns for a callable: the function itself when it was a handler
+    (calling it calls the function), or, when it is used as a decorator itself
+    (``@bot.on_text(predicate)``), the registration of the decorated handler under it."""
+
+    def __init__(self, bot: Bot, kind: type[Any] | None, fn: Callable[..., Any]) -> None:
+        self._bot = bot
+        self._kind = kind
+        self._fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if (
+            len(args) == 1
+            and not kwargs
+            and callable(args[0])
+            and not isinstance(args[0], Turn)
+            and self._bot._unregister(self._kind, self._fn)
+        ):
+            predicate = self._fn
+            if aio.is_async(predicate):
+                raise TypeError("a predicate must be a plain function returning a bool")
+            return self._bot._register(self._kind, args[0], predicate)
+        return self._fn(*args, **kwargs)
+
+
 class Bot:
     """A bot: handlers registered with decorators, run once per visitor message.
 
-    The handlers of the message's kind (:meth:`on_text`, :meth:`on_file`, :meth:`on_button`) run
-    when there are any, else the :meth:`on_message` handlers; each in registration order. A
-    handler returns ``None``, a ``str``, an outbound message or a list of them (sent as replies),
-    or calls ``turn.reply(...)``. A bot with no handlers at all echoes the agent text.
+    The handlers of the message's kind (:meth:`on_text`, :meth:`on_file`, :meth:`on_button`)
+    whose pattern matches run, each in registration order; when none matches, the
+    :meth:`on_message` ones do. A handler returns ``None``, a ``str``, an outbound message or a
+    list of them (sent as replies), or calls ``turn.reply(...)``. A bot with no handlers at all
+    echoes the agent text. Middleware (:meth:`use`) runs around the handlers.
+
+    Any handler, error handler or middleware may be ``async def``: it runs on an event loop the
+    runtime owns (one per process, so an async client made once works in every turn).
+
+    Args:
+        history: messages of the conversation kept for ``turn.history`` (0: none kept).
+        state_ttl: seconds ``turn.state``, ``turn.user_state`` and the history are kept after
+            their last change (``None``: for ever).
+        error_reply: sent to the visitor when a handler raises and no :meth:`on_error`
+            handler dealt with it (``None``: send nothing).
 
     Example::
 
         bot = Bot()
 
         @bot.on_text
-        def hello(turn):
-            return f"You said: {turn.text}"
+        async def hello(turn):
+            turn.state["count"] = turn.state.get("count", 0) + 1
+            return f"You said: {turn.text} ({turn.state['count']} messages so far)"
     """
 
-    def __init__(self) -> None:
-        self._by_kind: dict[type[Any], list[Handler]] = {
+    def __init__(
+        self,
+        *,
+        history: int = 20,
+        state_ttl: float | None = 30 * DAY,
+        error_reply: str | None = DEFAULT_ERROR_REPLY,
+    ) -> None:
+        if history < 0:
+            raise ValueError("history must be 0 or more")
+        self.history_size = history
+        self.state_ttl = state_ttl
+        self.error_reply = error_reply
+        self._by_kind: dict[type[Any], list[tuple[Handler, Matcher | None]]] = {
             TextMessage: [],
             FileMessage: [],
             ButtonPress: [],
         }
-        self._any: list[Handler] = []
+        self._any: list[tuple[Handler, Matcher | None]] = []
         self._errors: list[ErrorHandler] = []
+        self._middleware: list[Middleware] = []
+        self._channels: dict[str, Any] = {}
 
-    def on_text(self, handler: F) -> F:
-        """Register a handler for text messages."""
-        self._by_kind[TextMessage].append(handler)
+    # registration ---------------------------------------------------------------------------
+    def _register(self, kind: type[Any] | None, handler: F, matcher: Matcher | None) -> F:
+        aio.check_callable(handler, "a handler")
+        (self._any if kind is None else self._by_kind[kind]).append((handler, matcher))
         return handler
 
-    def on_file(self, handler: F) -> F:
-        """Register a handler for files (only ready files reach the bot)."""
-        self._by_kind[FileMessage].append(handler)
-        return handler
+    def _unregister(self, kind: type[Any] | None, handler: Callable[..., Any]) -> bool:
+        handlers = self._any if kind is None else self._by_kind[kind]
+        for i, (registered, matcher) in enumerate(handlers):
+            if registered is handler and matcher is None:
+                del handlers[i]
+                return True
+        return False
 
-    def on_button(self, handler: F) -> F:
-        """Register a handler for button presses (``turn.text`` is the button's label)."""
-        self._by_kind[ButtonPress].append(handler)
-        return handler
+    def _on(self, kind: type[Any] | None, arg: Any, what: str) -> Any:
+        if arg is None:
+            return lambda handler: self._register(kind, handler, None)
+        if isinstance(arg, (str, re.Pattern)):
+            matcher = self._pattern(kind, re.compile(arg))
+            return lambda handler: self._register(kind, handler, matcher)
+        aio.check_callable(arg, what)
+        self._register(kind, arg, None)
+        return _Registered(self, kind, arg)
 
-    def on_message(self, handler: F) -> F:
-        """Register a handler for any message without a handler of its own kind."""
-        self._any.append(handler)
-        return handler
+    @staticmethod
+    def _pattern(kind: type[Any] | None, pattern: re.Pattern[str]) -> Matcher:
+        def matches(turn: Turn) -> bool:
+            texts = [turn.text or ""]
+            if kind is ButtonPress and isinstance(turn.message, ButtonPress):
+                texts.insert(0, turn.message.button.id)
+            for text in texts:
+                found = pattern.search(text)
+                if found is not None:
+                    turn.match = found
+                    return True
+            return False
+
+        matches.pattern = pattern.pattern  # type: ignore[attr-defined]
+        return matches
+
+    def on_text(self, pattern: Any = None) -> Any:
+        """Register a handler for text messages: ``@bot.on_text``, or only for texts matching
+        a regex (``@bot.on_text(r"^/start")``, searched; ``turn.match`` holds the match) or a
+        predicate (``@bot.on_text(lambda turn: …)``)."""
+        return self._on(TextMessage, pattern, "a text handler")
+
+    def on_file(self, pattern: Any = None) -> Any:
+        """Register a handler for files (only ready files reach the bot); a pattern or
+        predicate as for :meth:`on_text` (a pattern is searched in the file's text)."""
+        return self._on(FileMessage, pattern, "a file handler")
+
+    def on_button(self, pattern: Any = None) -> Any:
+        """Register a handler for button presses (``turn.text`` is the button's label); a
+        pattern is searched in the button's id, then its label."""
+        return self._on(ButtonPress, pattern, "a button handler")
+
+    def on_message(self, pattern: Any = None) -> Any:
+        """Register a handler for any message no handler of its own kind took."""
+        return self._on(None, pattern, "a message handler")
 
     def on_error(self, handler: F) -> F:
-        """Register ``handler(turn, exc)``, called when a handler raises; it may reply."""
+        """Register ``handler(turn, exc)``, called when a handler or middleware raises; it may
+        reply. Once one ran without raising, ``error_reply`` is not sent."""
+        aio.check_callable(handler, "an error handler")
         self._errors.append(handler)
         return handler
+
+    def use(self, middleware: F) -> F:
+        """Add ``middleware(turn, next)`` around the handlers (in the order added); usable as a
+        decorator. It calls ``next()`` (``await next()`` when async) to go on, or returns
+        without doing so to stop the turn there (it may reply itself)."""
+        aio.check_callable(middleware, "a middleware")
+        self._middleware.append(middleware)
+        return middleware
 
     @property
     def is_echo(self) -> bool:
@@ -176,36 +382,136 @@ class Bot:
         return not (self._any or any(self._by_kind.values()))
 
     def handlers_for(self, message: InboundMessage) -> list[Handler]:
-        """The handlers that will run for ``message``."""
-        return self._by_kind.get(type(message)) or self._any
+        """The handlers registered for ``message``'s kind (before patterns are applied)."""
+        own = self._by_kind.get(type(message))
+        return [h for h, _ in own] if own else [h for h, _ in self._any]
 
-    def __call__(self, turn: Turn) -> None:
-        """Run the bot on a turn: the handlers' replies go out through ``turn.reply``.
+    def _select(self, turn: Turn) -> list[tuple[Handler, Matcher | None]]:
+        for candidates in (self._by_kind.get(type(turn.message)) or [], self._any):
+            chosen = [(h, m) for h, m in candidates if m is None or m(turn)]
+            if chosen:
+                return chosen
+        return []
 
-        A handler that raises is logged and reported to the :meth:`on_error` handlers; the
-        exception is not re-raised (the delivery was already acknowledged).
+    # state ----------------------------------------------------------------------------------
+    def forget(self, channel: Any, chat_id: ChatId) -> None:
+        """Erase a conversation: its ``state`` and ``history`` (on request of the visitor).
+
+        ``channel`` is the channel object (or the name of one this bot served since start).
         """
+        channel = self._channel(channel)
+        key = conversation_key(_destination(channel), chat_id)
+        self._erase(channel, key)
+
+    def forget_user(self, channel: Any, visitor_id: object) -> None:
+        """Erase a visitor's ``user_state`` on ``channel``."""
+        channel = self._channel(channel)
+        self._erase(channel, user_key(_destination(channel), visitor_id))
+
+    def _channel(self, channel: Any) -> Any:
+        if isinstance(channel, str):
+            found = self._channels.get(channel)
+            if found is None:
+                raise ValueError(
+                    f"this bot has served no channel named {channel!r} yet; pass the channel"
+                )
+            return found
+        return channel
+
+    @staticmethod
+    def _erase(channel: Any, key: str) -> None:
+        records = current_records()
+        if records is not None:
+            records.forget(key)
+        store = _store_of(channel)
+        if store is None:
+            raise ValueError(f"{channel!r} has no store (not attached to a runtime)")
+        store.set_state(key, None)
+
+    # running --------------------------------------------------------------------------------
+    def __call__(self, turn: Turn) -> None:
+        """Run the bot on a turn: middleware, then the chosen handlers; their replies go out
+        through ``turn.reply``.
+
+        A handler or middleware that raises is logged and reported to the :meth:`on_error`
+        handlers (else ``error_reply`` is sent); the exception is not re-raised (the delivery
+        was already acknowledged).
+        """
+        turn.bot = self
+        self._channels.setdefault(turn.channel.name, turn.channel)
+        if turn.text is not None:
+            turn._remember("user", turn.text)
+        self._run_from(turn, 0)
+
+    def _run_from(self, turn: Turn, index: int) -> None:
+        """Run middleware ``index`` onwards, then the handlers (in this thread)."""
+        if index == len(self._middleware):
+            self._dispatch(turn)
+            return
+        middleware = self._middleware[index]
+        called = [False]
+
+        def go_on() -> None:
+            if not called[0]:
+                called[0] = True
+                self._run_from(turn, index + 1)
+
+        async def go_on_async() -> None:
+            if not called[0]:
+                called[0] = True
+                await aio.run_sync(self._run_from, turn, index + 1)
+
+        try:
+            if aio.is_async(middleware):
+                aio.run_coroutine(middleware(turn, go_on_async))
+            else:
+                _settle(middleware(turn, go_on))
+        except Exception as exc:
+            self._failed(turn, exc, middleware)
+
+    def _dispatch(self, turn: Turn) -> None:
         if self.is_echo:
             if turn.text is not None:
                 turn.reply(turn.text)
             return
-        for handler in self.handlers_for(turn.message):
+        for handler, matcher in self._select(turn):
+            if matcher is None:
+                turn.match = None
+            elif getattr(matcher, "pattern", None) is not None:
+                matcher(turn)  # sets turn.match for this handler
             try:
-                turn.reply(*to_outbound(handler(turn)))
+                turn.reply(*to_outbound(_settle(_invoke(handler, turn))))
             except Exception as exc:
-                self._report(turn, exc, handler)
+                self._failed(turn, exc, handler)
 
-    def _report(self, turn: Turn, exc: BaseException, handler: Callable[..., Any]) -> None:
-        name = getattr(handler, "__qualname__", repr(handler))
+    def _failed(self, turn: Turn, exc: BaseException, where: Callable[..., Any]) -> None:
+        name = getattr(where, "__qualname__", repr(where))
         log.error(
-            "handler %s raised %s for chat %s",
-            name,
-            type(exc).__name__,
-            turn.chat_id,
-            exc_info=exc,
+            "handler %s raised %s for chat %s", name, type(exc).__name__, turn.chat_id, exc_info=exc
         )
+        handled = False
         for on_error in self._errors:
             try:
-                turn.reply(*to_outbound(on_error(turn, exc)))
+                turn.reply(*to_outbound(_settle(_invoke(on_error, turn, exc))))
+                handled = True
             except Exception:
                 log.exception("on_error handler %s raised", getattr(on_error, "__qualname__", ""))
+        if not handled and self.error_reply:
+            try:
+                turn.reply(self.error_reply)
+            except Exception:
+                log.exception("the error reply could not be sent to chat %s", turn.chat_id)
+
+
+def _invoke(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``: an ``async def`` one on the runtime's event loop, a plain one here."""
+    if aio.is_async(fn):
+        return aio.run_coroutine(fn(*args))
+    return fn(*args)
+
+
+def _settle(result: Any) -> Any:
+    """A plain function that returned an awaitable (a lambda around a coroutine): await it."""
+    if inspect.isawaitable(result):
+        return aio.run_coroutine(result)
+    return result

@@ -217,7 +217,7 @@ class Outbox:
         if exc.retry_after is not None:
             wait = max(wait, exc.retry_after)
         if not exc.retryable or now + wait > item.deadline:
-            log.warning(
+            log.error(
                 "outbox: %s item %s dead-lettered after %d attempt(s): %s",
                 item.destination,
                 item.id,
@@ -226,7 +226,9 @@ class Outbox:
             )
             self._end(lambda: self.store.bury(item), "outbox: dead-lettering an item")
         else:
-            log.info(
+            # the first failure of an item is a warning; its later retries are routine
+            log.log(
+                logging.WARNING if item.attempts == 1 else logging.INFO,
                 "outbox: %s item %s attempt %d failed (%s); next in %.1fs",
                 item.destination,
                 item.id,

@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from omnichannel.runtime.conversation import TurnRecords, activate, deactivate
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.outbox import Outbox
 from omnichannel.runtime.stores import (
@@ -37,6 +38,7 @@ from omnichannel.runtime.stores import (
     OUTBOX,
     MemoryStore,
     QueueItem,
+    StateConflict,
     Store,
     new_owner_id,
     open_store,
@@ -378,6 +380,8 @@ class Runtime:
             item.next_attempt_at = time.time() + 5.0
             retry_store_call(lambda: self.store.reschedule(item), what="inbox: reschedule")
             return
+        records = TurnRecords(self.store)
+        token = activate(records)
         try:
             with self.outbox.collect(item.id) as batch:
                 run: Callable[[], None] = lambda: channel.process(item.payload)  # noqa: E731
@@ -387,10 +391,28 @@ class Runtime:
         except Exception as exc:
             self._turn_failed(item, exc)
             return
+        finally:
+            deactivate(token)
         done = [False]
+        rerun = [False]
 
         def complete() -> None:
-            done[0] = self.store.inbox_complete(item, batch.items)
+            # replies, state and history in one atomic write; when another writer changed a
+            # record meanwhile, the turn's changes are applied again to what it wrote, or the
+            # turn runs again when both changed the same key
+            while True:
+                try:
+                    writes = records.writes()
+                    if writes:
+                        done[0] = self.store.inbox_complete(item, batch.items, writes)
+                    else:  # (the signature stores written before state existed know)
+                        done[0] = self.store.inbox_complete(item, batch.items)
+                    return
+                except StateConflict as conflict:
+                    log.debug("%s: turn %s: %s", item.destination, item.id, conflict)
+                    if not records.reload():
+                        rerun[0] = True
+                        return
 
         if not retry_store_call(complete, what="inbox: completing a turn", warn=self._warn):
             log.warning(
@@ -398,6 +420,15 @@ class Runtime:
                 item.destination,
                 item.id,
             )
+            return
+        if rerun[0]:
+            log.info(
+                "%s: turn %s: its state changed under it; running it again",
+                item.destination,
+                item.id,
+            )
+            item.next_attempt_at = 0.0
+            retry_store_call(lambda: self.store.reschedule(item), what="inbox: rescheduling")
             return
         if not done[0]:
             log.info("%s: turn %s was completed by another worker", item.destination, item.id)

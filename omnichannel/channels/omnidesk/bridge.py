@@ -26,13 +26,12 @@ from omnichannel.models import (
     FileLink,
     FileMessage,
     InboundMessage,
-    Keyboard,
     OutboundMessage,
     TextReply,
 )
+from omnichannel.rendering import TRANSCRIPT, render_text
 from omnichannel.runtime.bot import Bot, Channel, Turn
 from omnichannel.runtime.stores import Store, update_state
-from omnichannel.text import numbered_list
 
 __all__ = ["CustomChannelBridge", "TranscriptLine", "render_transcript"]
 
@@ -74,11 +73,8 @@ def render_transcript(
 
 
 def _reply_text(message: OutboundMessage) -> str:
-    if isinstance(message, TextReply):
-        return message.text
-    if isinstance(message, Keyboard):
-        return numbered_list(message.text, [b.text for b in message.flat])
-    return f"{message.name}: {message.url}" if message.name else message.url
+    # a transcript line: text as written, keyboards numbered, files as links
+    return "\n".join(render_text(message, TRANSCRIPT))
 
 
 class _BridgedBot(Bot):
@@ -89,25 +85,33 @@ class _BridgedBot(Bot):
         self.inner = inner
         self.bridge = bridge
 
-    def on_text(self, handler: F) -> F:
+    def on_text(self, pattern: Any = None) -> Any:
         """Register on the wrapped bot."""
-        return self.inner.on_text(handler)
+        return self.inner.on_text(pattern)
 
-    def on_file(self, handler: F) -> F:
+    def on_file(self, pattern: Any = None) -> Any:
         """Register on the wrapped bot."""
-        return self.inner.on_file(handler)
+        return self.inner.on_file(pattern)
 
-    def on_button(self, handler: F) -> F:
+    def on_button(self, pattern: Any = None) -> Any:
         """Register on the wrapped bot."""
-        return self.inner.on_button(handler)
+        return self.inner.on_button(pattern)
 
-    def on_message(self, handler: F) -> F:
+    def on_message(self, pattern: Any = None) -> Any:
         """Register on the wrapped bot."""
-        return self.inner.on_message(handler)
+        return self.inner.on_message(pattern)
 
     def on_error(self, handler: F) -> F:
         """Register on the wrapped bot."""
         return self.inner.on_error(handler)
+
+    def use(self, middleware: F) -> F:
+        """Add middleware to the wrapped bot."""
+        return self.inner.use(middleware)
+
+    def forget(self, channel: Any, chat_id: ChatId) -> None:
+        """Erase a conversation's state and history (see :meth:`Bot.forget`)."""
+        self.inner.forget(channel, chat_id)
 
     @property
     def is_echo(self) -> bool:

@@ -30,7 +30,6 @@ from omnichannel.errors import (
     UnsupportedEvent,
 )
 from omnichannel.models import (
-    Button,
     ButtonPress,
     ChatId,
     FileMessage,
@@ -39,14 +38,20 @@ from omnichannel.models import (
     NewMessageEvent,
     OutboundMessage,
     TextMessage,
-    TextReply,
 )
 from omnichannel.protocol import agent_text, parse_event
+from omnichannel.rendering import (
+    OMNIDESK,
+    Capabilities,
+    buttons_from_state,
+    choice_from_text,
+    keyboard_state,
+    render_text,
+)
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.stores import update_state
-from omnichannel.text import numbered_list, plain_text, split_text
 
 __all__ = ["RULE_WEBHOOK_PATH", "CaseHandover", "KnowledgeBaseAnswers", "OmnideskChannel"]
 
@@ -140,7 +145,6 @@ class KnowledgeBaseAnswers:
 
 
 _PLACEHOLDER = re.compile(r"^\[[a-z_]+\]$")
-_DIGIT_CHOICE = re.compile(r"^\s*(\d{1,3})\s*[.)]?\s*$")
 _WS = re.compile(r"\s+")
 
 
@@ -363,7 +367,7 @@ class OmnideskChannel(WebhookChannel):
             update_state(self.runtime.store, key, take)
             keyboard = taken[0]
         if text is not None and keyboard:
-            pressed = _match_button(text, keyboard)
+            pressed = choice_from_text(text, buttons_from_state(keyboard))
             if pressed is not None:
                 message = ButtonPress(id=message.id, button=pressed)
                 event = NewMessageEvent(
@@ -405,23 +409,21 @@ class OmnideskChannel(WebhookChannel):
         return kb.template.format(title=article.title, text=text).strip()
 
     # outbound -------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        """What a case shows: :data:`~omnichannel.rendering.OMNIDESK` (text only) with this
+        channel's ``strip_markdown``, ``max_message_length`` and ``keyboard_footer``."""
+        return attrs.evolve(
+            OMNIDESK,
+            markdown=not self.strip_markdown,
+            max_length=self.max_message_length or None,
+            keyboard_footer=self.keyboard_footer or None,
+        )
+
     def render(self, message: Reply) -> list[str]:
-        """The texts one reply becomes in a case (keyboards numbered, files as links)."""
-        texts: list[str] = []
-        for item in to_outbound(message):
-            if isinstance(item, TextReply):
-                text = plain_text(item.text) if self.strip_markdown else item.text
-            elif isinstance(item, Keyboard):
-                text = numbered_list(item.text, [b.text for b in item.flat])
-                if self.keyboard_footer:
-                    text += "\n" + self.keyboard_footer
-            else:
-                text = f"{item.name}: {item.url}" if item.name else item.url
-            if self.max_message_length and len(text) > self.max_message_length:
-                texts.extend(split_text(text, self.max_message_length))
-            elif text:
-                texts.append(text)
-        return texts
+        """The texts one reply becomes in a case (keyboards numbered, files as links; see
+        :func:`omnichannel.rendering.render`)."""
+        return render_text(to_outbound(message), self.capabilities)
 
     def send(self, chat_id: ChatId, messages: Sequence[OutboundMessage]) -> None:
         """Queue replies for case ``chat_id`` (added as staff messages, in order).
@@ -433,7 +435,7 @@ class OmnideskChannel(WebhookChannel):
         texts: list[str] = []
         for message in messages:
             if isinstance(message, Keyboard):
-                keyboard = [[b.id, b.text] for b in message.flat]
+                keyboard = keyboard_state(message)
             texts.extend(self.render(message))
         if not texts and keyboard is None:
             return
@@ -501,17 +503,3 @@ class OmnideskChannel(WebhookChannel):
             self.client.edit_case(case_id, **dict(payload["changes"]), attempts=1)
         else:
             raise DeliveryError(f"unknown Omnidesk outbox operation {op!r}")
-
-
-def _match_button(text: str, keyboard: Sequence[Sequence[str]]) -> Button | None:
-    """The button a typed answer picks: its number in the list, or its exact label."""
-    buttons = [Button(id=str(b[0]), text=str(b[1])) for b in keyboard if len(b) == 2]
-    match = _DIGIT_CHOICE.match(text)
-    if match:
-        index = int(match[1])
-        return buttons[index - 1] if 1 <= index <= len(buttons) else None
-    wanted = text.strip().casefold()
-    for button in buttons:
-        if button.text.strip().casefold() == wanted:
-            return button
-    return None

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import mimetypes
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,16 +48,22 @@ from omnichannel.models import (
     NewMessageEvent,
     OutboundMessage,
     TextMessage,
-    TextReply,
     Visitor,
     VisitorFields,
+)
+from omnichannel.rendering import (
+    WEBEX_CONNECT,
+    Capabilities,
+    buttons_from_state,
+    choice_from_text,
+    keyboard_state,
+    render_text,
 )
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import RetryPolicy
 from omnichannel.runtime.stores import update_state
-from omnichannel.text import numbered_list, plain_text, split_text
 
 __all__ = [
     "AckFormat",
@@ -78,7 +83,6 @@ DeliveryStatusHandler = Callable[[WebexDeliveryStatus], None]
 CopiedMessageHandler = Callable[[WebexIncomingMessage], None]
 KeyboardRenderer = Callable[[Keyboard], Mapping[str, Any]]
 
-_NUMBER = re.compile(r"\s*(\d{1,3})\s*[.)]?\s*")
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -412,11 +416,12 @@ class WebexConnectBot(WebhookChannel):
         self.bot(Turn(inbound, message, self))
 
     def _inbound_message(
-        self, event: WebexIncomingMessage | WebexPostback, keyboard: list[list[str]]
+        self, event: WebexIncomingMessage | WebexPostback, keyboard: Any
     ) -> InboundMessage:
+        buttons = buttons_from_state(keyboard)
         if isinstance(event, WebexPostback):
             payload = event.postback_payload
-            label = next((text for bid, text in keyboard if bid == payload), payload)
+            label = next((b.text for b in buttons if b.id == payload), payload)
             return ButtonPress(button=Button(id=payload, text=label))
         url = event.media_url
         if url is not None:
@@ -426,8 +431,8 @@ class WebexConnectBot(WebhookChannel):
             info = FileInfo(id=event.message_id, name=name, content_type=content_type, url=url)
             return FileMessage(id=event.message_id, file=info)
         text = event.message or ""
-        if keyboard and self.numbered_choices:
-            button = _choice(text, keyboard)
+        if buttons and self.numbered_choices:
+            button = choice_from_text(text, buttons)
             if button is not None:
                 return ButtonPress(id=event.message_id, button=button)
         return TextMessage(id=event.message_id, text=text)
@@ -502,30 +507,32 @@ class WebexConnectBot(WebhookChannel):
         """Where replies go (the integration's generated webhook URL)."""
         return self.client.webhook_url
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What a 1001 message shows: :data:`~omnichannel.rendering.WEBEX_CONNECT` (text only)
+        with this adapter's ``strip_markdown`` and ``max_message_length``."""
+        return attrs.evolve(
+            WEBEX_CONNECT,
+            markdown=not self.strip_markdown,
+            max_length=self.max_message_length or None,
+        )
+
     def render(self, conversation_id: str, message: OutboundMessage) -> list[dict[str, Any]]:
-        """The ``eventid`` 1001 bodies for one outbound message (keyboards → numbered text)."""
+        """The ``eventid`` 1001 bodies for one outbound message.
+
+        A :class:`WebexMessage` is sent as it is; a keyboard goes through ``render_keyboard``
+        when set; everything else through :func:`omnichannel.rendering.render` (keyboards as
+        numbered text, files as links, markdown stripped, long texts split).
+        """
         cid = str(conversation_id)
         if isinstance(message, WebexMessage):
             return [self._message_body(cid, message.text, message.message_type, message.params)]
-        if isinstance(message, TextReply):
-            text = plain_text(message.text) if self.strip_markdown else message.text
-            parts = (
-                split_text(text, self.max_message_length)
-                if self.max_message_length and len(text) > self.max_message_length
-                else [text]
-            )
-            return [self._message_body(cid, part) for part in parts]
-        if isinstance(message, Keyboard):
-            if self.render_keyboard is not None:
-                fields = dict(self.render_keyboard(message))
-                text = str(fields.pop("message", message.text or ""))
-                message_type = fields.pop("Messagetype", None)
-                return [self._message_body(cid, text, message_type, fields)]
-            labels = [button.text for button in message.flat]
-            return [self._message_body(cid, numbered_list(message.text, labels))]
-        # FileLink: Webex bots get no file type of their own here; send the link as text
-        text = f"{message.name}: {message.url}" if message.name else message.url
-        return [self._message_body(cid, text)]
+        if isinstance(message, Keyboard) and self.render_keyboard is not None:
+            fields = dict(self.render_keyboard(message))
+            text = str(fields.pop("message", message.text or ""))
+            message_type = fields.pop("Messagetype", None)
+            return [self._message_body(cid, text, message_type, fields)]
+        return [self._message_body(cid, text) for text in render_text(message, self.capabilities)]
 
     def _message_body(
         self,
@@ -558,7 +565,7 @@ class WebexConnectBot(WebhookChannel):
                 keyboard = message
         self._queue(cid, bodies)
         if keyboard is not None and self.numbered_choices:
-            buttons = [[b.id, b.text] for b in keyboard.flat]
+            buttons = keyboard_state(keyboard)
             self._change_state(cid, lambda state: state.update(keyboard=buttons))
 
     def _queue(self, conversation_id: str, bodies: list[dict[str, Any]]) -> None:
@@ -610,18 +617,3 @@ def _copy_record(event: WebexIncomingMessage) -> dict[str, Any]:
         "media": event.media_url,
         "timestamp": event.timestamp.isoformat() if event.timestamp else None,
     }
-
-
-def _choice(text: str, keyboard: list[list[str]]) -> Button | None:
-    match = _NUMBER.fullmatch(text)
-    if match is not None:
-        index = int(match.group(1))
-        if 1 <= index <= len(keyboard):
-            button_id, label = keyboard[index - 1]
-            return Button(id=button_id, text=label)
-        return None
-    wanted = text.strip().casefold()
-    for button_id, label in keyboard:
-        if label.strip().casefold() == wanted:
-            return Button(id=button_id, text=label)
-    return None

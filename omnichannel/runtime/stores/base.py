@@ -32,7 +32,9 @@ __all__ = [
     "OUTBOX",
     "QueueItem",
     "QueueName",
+    "StateConflict",
     "StateSnapshot",
+    "StateWrite",
     "Store",
     "new_item_id",
     "new_owner_id",
@@ -135,6 +137,28 @@ class StateSnapshot:
     version: int
 
 
+@attrs.frozen
+class StateWrite:
+    """A compare-and-set of chat state committed with a turn's completion.
+
+    ``value`` is stored under ``key`` (``None`` deletes it) only if the key's version is still
+    ``version`` (0: absent); it expires ``ttl`` seconds after the write (``None``: never).
+    """
+
+    key: str
+    value: Mapping[str, Any] | None
+    version: int
+    ttl: float | None = None
+
+
+class StateConflict(Exception):
+    """A :class:`StateWrite` named a version that is no longer current: nothing was written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"state {key!r} was changed by another writer")
+        self.key = key
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the runtime needs from a state engine (memory, SQLite, Redis).
@@ -157,19 +181,28 @@ class Store(Protocol):
         """The state stored under ``key``, or ``None``."""
         ...
 
-    def set_state(self, key: str, value: Mapping[str, Any] | None) -> None:
-        """Store ``value`` under ``key`` unconditionally (``None`` deletes it)."""
+    def set_state(
+        self, key: str, value: Mapping[str, Any] | None, ttl: float | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` unconditionally (``None`` deletes it); it expires after
+        ``ttl`` seconds (``None``: never)."""
         ...
 
     def load_state(self, key: str) -> StateSnapshot:
-        """The state under ``key`` with its version (``version`` 0 when absent)."""
+        """The state under ``key`` with its version (``version`` 0 when absent).
+
+        An expired value reads as absent (``None``); a compare-and-set works against what was
+        read. A version is not reused for a key after a delete and a re-create (no ABA).
+        """
         ...
 
-    def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
+    def save_state(
+        self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
+    ) -> bool:
         """Compare-and-set: store ``value`` only if the version is still ``version``.
 
         ``None`` deletes. Returns ``False`` (and changes nothing) when someone else wrote the
-        key since it was loaded.
+        key since it was loaded. ``ttl`` as for :meth:`set_state`.
         """
         ...
 
@@ -182,12 +215,18 @@ class Store(Protocol):
         """
         ...
 
-    def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
-        """Atomically append ``replies`` to the outbox and remove the turn ``item``.
+    def inbox_complete(
+        self, item: QueueItem, replies: Sequence[QueueItem], writes: Sequence[StateWrite] = ()
+    ) -> bool:
+        """Atomically append ``replies`` to the outbox, apply the state ``writes`` and remove
+        the turn ``item``.
 
         Releases the chat's inbox lease when ``item.owner`` holds it. Returns ``False`` and
         writes nothing when ``item`` is no longer in the inbox (another worker completed it).
         A reply whose id is already in the outbox or the dead letters is not added twice.
+
+        Raises:
+            StateConflict: a write's version is no longer current; nothing was written.
         """
         ...
 
@@ -257,13 +296,13 @@ StateChange = Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
 
 
 def update_state(
-    store: Store, key: str, change: StateChange, *, attempts: int = 50
+    store: Store, key: str, change: StateChange, *, attempts: int = 50, ttl: float | None = None
 ) -> Mapping[str, Any] | None:
     """Read-modify-write of chat state with compare-and-set: no concurrent update is lost.
 
     ``change(current)`` gets a copy of the state (``None`` when absent) and returns the new
     state (``None`` deletes); it is called again, on fresh state, when another writer won.
-    Returns what was stored.
+    Returns what was stored. ``ttl``: the new value expires after that many seconds.
 
     Raises:
         RuntimeError: ``attempts`` writers in a row won the race (pathological contention).
@@ -273,6 +312,6 @@ def update_state(
         new = change(snapshot.value)
         if new is None and snapshot.version == 0:
             return None
-        if store.save_state(key, new, snapshot.version):
+        if store.save_state(key, new, snapshot.version, ttl):
             return new
     raise RuntimeError(f"state {key!r}: gave up after {attempts} conflicting updates")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import itertools
 import threading
 import time
 from collections import OrderedDict, deque
@@ -13,7 +14,15 @@ from typing import Any
 
 import attrs
 
-from omnichannel.runtime.stores.base import INBOX, OUTBOX, QueueItem, QueueName, StateSnapshot
+from omnichannel.runtime.stores.base import (
+    INBOX,
+    OUTBOX,
+    QueueItem,
+    QueueName,
+    StateConflict,
+    StateSnapshot,
+    StateWrite,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -84,7 +93,11 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
         self._expiry: list[tuple[float, str]] = []
-        self._state: dict[str, tuple[dict[str, Any], int]] = {}
+        # key -> (value, version, expires at (monotonic) or None); versions from one counter,
+        # so a key deleted and made again never gets an old version back
+        self._state: dict[str, tuple[dict[str, Any], int, float | None]] = {}
+        self._versions = itertools.count(1)
+        self._next_state_sweep = 0.0
         self._queues: dict[QueueName, _Queue] = {INBOX: _Queue(), OUTBOX: _Queue()}
         self._dead: dict[str, QueueItem] = {}
 
@@ -124,34 +137,55 @@ class MemoryStore:
         """The state stored under ``key``, or ``None``."""
         return self.load_state(key).value
 
-    def set_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+    def set_state(
+        self, key: str, value: Mapping[str, Any] | None, ttl: float | None = None
+    ) -> None:
         """Store ``value`` under ``key`` unconditionally (``None`` deletes it)."""
         with self._lock:
-            self._put_state(key, value)
+            self._put_state(key, value, ttl)
 
-    def _put_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+    def _put_state(self, key: str, value: Mapping[str, Any] | None, ttl: float | None) -> None:
         if value is None:
             self._state.pop(key, None)
-        else:
-            version = self._state[key][1] if key in self._state else 0
-            # a deep copy: the caller may keep changing nested values it passed in
-            self._state[key] = (copy.deepcopy(dict(value)), version + 1)
+            return
+        now = time.monotonic()
+        if ttl is not None and now >= self._next_state_sweep:
+            self._sweep_state(now)
+        # a deep copy: the caller may keep changing nested values it passed in
+        until = None if ttl is None else now + ttl
+        self._state[key] = (copy.deepcopy(dict(value)), next(self._versions), until)
+
+    def _sweep_state(self, now: float) -> None:
+        # expired state goes at most once a minute (reads treat it as absent meanwhile)
+        self._next_state_sweep = now + 60.0
+        expired = [k for k, v in self._state.items() if v[2] is not None and v[2] <= now]
+        for key in expired:
+            del self._state[key]
+
+    def _current(self, key: str) -> tuple[dict[str, Any], int, float | None] | None:
+        found = self._state.get(key)
+        if found is not None and found[2] is not None and found[2] <= time.monotonic():
+            del self._state[key]
+            return None
+        return found
 
     def load_state(self, key: str) -> StateSnapshot:
-        """The state under ``key`` with its version (0 when absent)."""
+        """The state under ``key`` with its version (0 when absent or expired)."""
         with self._lock:
-            found = self._state.get(key)
+            found = self._current(key)
         if found is None:
             return StateSnapshot(None, 0)
         return StateSnapshot(copy.deepcopy(found[0]), found[1])
 
-    def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
+    def save_state(
+        self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
+    ) -> bool:
         """Compare-and-set ``value`` if the version is still ``version``."""
         with self._lock:
-            found = self._state.get(key)
+            found = self._current(key)
             if (found[1] if found is not None else 0) != version:
                 return False
-            self._put_state(key, value)
+            self._put_state(key, value, ttl)
             return True
 
     # inbox ----------------------------------------------------------------------------------
@@ -163,12 +197,21 @@ class MemoryStore:
             self._queues[INBOX].add(attrs.evolve(item, queue=INBOX, owner=None))
             return True
 
-    def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
-        """Atomically add ``replies`` to the outbox and remove the turn ``item``."""
+    def inbox_complete(
+        self, item: QueueItem, replies: Sequence[QueueItem], writes: Sequence[StateWrite] = ()
+    ) -> bool:
+        """Atomically add ``replies`` to the outbox, apply ``writes`` and remove the turn."""
         with self._lock:
             inbox, outbox = self._queues[INBOX], self._queues[OUTBOX]
-            if inbox.remove(item) is None:
+            if item.id not in inbox.ids:
                 return False
+            for write in writes:
+                found = self._current(write.key)
+                if (found[1] if found is not None else 0) != write.version:
+                    raise StateConflict(write.key)
+            inbox.remove(item)
+            for write in writes:
+                self._put_state(write.key, write.value, write.ttl)
             for reply in replies:
                 if reply.id not in outbox.ids and reply.id not in self._dead:
                     outbox.add(attrs.evolve(reply, queue=OUTBOX, owner=None))

@@ -6,10 +6,10 @@ writer, with a busy timeout so processes sharing the file queue up instead of fa
 read-modify-write runs inside ``BEGIN IMMEDIATE``, which takes SQLite's write lock before
 reading: two processes can never lease the same chat.
 
-Schema (version 3, in ``PRAGMA user_version``; an older file is upgraded when opened)::
+Schema (version 4, in ``PRAGMA user_version``; an older file is upgraded when opened)::
 
     seen         (key PK, expires_at)                       dedupe marks; index on expires_at
-    chat_state   (key PK, value, version)                   JSON state; version for CAS
+    chat_state   (key PK, value, version, expires_at)       JSON state; version for CAS
     dead_letter  (id PK, <item columns>, buried_at, queue)  both queues' dead letters
     inbox/outbox (seq INTEGER PK, <item columns>, ready, lease_owner, lease_until)
         index {q}_ready (ready, seq) WHERE ready IS NOT NULL    the chat heads, by readiness
@@ -71,7 +71,28 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from omnichannel.errors import ConfigurationError
-from omnichannel.runtime.stores.base import INBOX, OUTBOX, QueueItem, QueueName, StateSnapshot
+from omnichannel.runtime.stores._sqlite_sql import (
+    BEFORE_UPGRADE_FROM_1,
+    BEFORE_UPGRADE_FROM_2,
+    INSERT_DEAD_LETTER,
+    MARK,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SELECT_DEAD_LETTERS,
+    SEQ_BITS,
+    SQL,
+    STATE,
+    V1_ITEMS,
+)
+from omnichannel.runtime.stores.base import (
+    INBOX,
+    OUTBOX,
+    QueueItem,
+    QueueName,
+    StateConflict,
+    StateSnapshot,
+    StateWrite,
+)
 
 if TYPE_CHECKING:
     from omnichannel.runtime.stores.base import Store
@@ -79,170 +100,6 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
-
-_SCHEMA_VERSION = 3
-_COLUMNS = (
-    "id, destination, chat_key, payload, created_at, deadline, attempts, next_attempt_at, "
-    "last_error"
-)
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) "
-    "WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at)",
-    """CREATE TABLE IF NOT EXISTS chat_state (
-        key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS dead_letter (
-        id TEXT PRIMARY KEY, destination TEXT NOT NULL, chat_key TEXT NOT NULL,
-        payload TEXT NOT NULL, created_at REAL NOT NULL, deadline REAL NOT NULL,
-        attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, last_error TEXT,
-        buried_at REAL NOT NULL, queue TEXT NOT NULL DEFAULT 'outbox'
-    ) WITHOUT ROWID""",
-)
-
-# Version 1 had no inbox, no state versions, an outbox keyed by a plain rowid (its items are
-# re-added, to get their seq), and its leases in chat_lease (a lease of the old engine ends).
-_BEFORE_UPGRADE_FROM_1 = (
-    "ALTER TABLE chat_state ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
-    "ALTER TABLE dead_letter ADD COLUMN queue TEXT NOT NULL DEFAULT 'outbox'",
-    "DROP TABLE IF EXISTS chat_lease",
-    "DROP INDEX IF EXISTS outbox_chat",
-    "ALTER TABLE outbox RENAME TO outbox_v1",
-)
-# Version 2 counted the items in tables of their own, by triggers that wrote there.
-_BEFORE_UPGRADE_FROM_2 = tuple(
-    statement.format(q=q)
-    for q in (INBOX, OUTBOX)
-    for statement in (
-        "DROP TRIGGER IF EXISTS {q}_added",
-        "DROP TRIGGER IF EXISTS {q}_removed",
-        "DROP TABLE IF EXISTS {q}_size",
-    )
-)
-_V1_ITEMS = """SELECT id, destination, chat_key, payload, created_at, deadline, attempts,
-    next_attempt_at, last_error FROM outbox_v1 ORDER BY seq"""
-
-# A chat's items live in one range of seq, its bucket: [lo, hi], with lo = 28 bits of the
-# chat key's CRC-32 followed by 35 zero bits. ?lo ?hi in the statements below are that range;
-# "the chat" is the rows of the bucket with its chat_key (two chats may share a bucket).
-_SEQ_BITS = 35
-
-# The statements of one queue: {q} is the queue's name, {cols} the item columns.
-_TEMPLATE = {
-    "table": """CREATE TABLE IF NOT EXISTS {q} (
-        seq INTEGER PRIMARY KEY, id TEXT NOT NULL, destination TEXT NOT NULL,
-        chat_key TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
-        deadline REAL NOT NULL, attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL,
-        last_error TEXT, ready REAL, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0
-    )""",
-    "ready_index": "CREATE INDEX IF NOT EXISTS {q}_ready ON {q} (ready, seq) "
-    "WHERE ready IS NOT NULL",
-    "lease_table": """CREATE TABLE IF NOT EXISTS {q}_lease (
-        chat_key TEXT PRIMARY KEY, lease_owner TEXT NOT NULL, lease_until REAL NOT NULL
-    ) WITHOUT ROWID""",
-    # a new head takes over the lease its chat kept
-    "lease_trigger": """CREATE TRIGGER IF NOT EXISTS {q}_lease_taken AFTER INSERT ON {q}
-        WHEN NEW.ready IS NOT NULL
-            AND EXISTS (SELECT 1 FROM {q}_lease WHERE chat_key = NEW.chat_key)
-        BEGIN
-            UPDATE {q} SET (lease_owner, lease_until, ready) = (
-                SELECT lease_owner, lease_until, MAX(NEW.ready, lease_until) FROM {q}_lease
-                WHERE chat_key = NEW.chat_key)
-            WHERE seq = NEW.seq;
-            DELETE FROM {q}_lease WHERE chat_key = NEW.chat_key;
-        END""",
-    # how many items wait, kept by triggers: counting the table would read every page of it
-    # ... in the attempts of the row seq = -1 of the table itself, below every bucket, so no
-    # statement on items sees it (nor the ready index: its ready is NULL). Not a table of its
-    # own: each commit writes one WAL page per page it changed, and while the queue is small
-    # the counter shares its page with the items (version 2 had {q}_size; a page more per add
-    # and per ack, and as many more checkpoints).
-    "size_row": "INSERT INTO {q} (seq, {cols}) VALUES "
-    "(-1, '', '', '', '', 0, 0, (SELECT COUNT(*) FROM {q}), 0, NULL)",
-    "size_up": """CREATE TRIGGER IF NOT EXISTS {q}_added AFTER INSERT ON {q}
-        BEGIN UPDATE {q} SET attempts = attempts + 1 WHERE seq = -1; END""",
-    "size_down": """CREATE TRIGGER IF NOT EXISTS {q}_removed AFTER DELETE ON {q}
-        BEGIN UPDATE {q} SET attempts = attempts - 1 WHERE seq = -1; END""",
-    # ?1..?9 the item's columns, ?10 now, ?11 ?12 the bucket. The new seq is one above the
-    # bucket's last; the chat's first item becomes its head. (VALUES, not SELECT: SQLite copies
-    # a SELECT from the table being inserted into to a temporary table first.)
-    "add": """INSERT INTO {q} (seq, {cols}, ready) VALUES (
-        COALESCE((SELECT MAX(seq) FROM {q} WHERE seq BETWEEN ?11 AND ?12), ?11) + 1,
-        ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-        CASE WHEN NOT EXISTS (SELECT 1 FROM {q} WHERE seq BETWEEN ?11 AND ?12 AND chat_key = ?3)
-            THEN MAX(MIN(?5, ?10), ?8) END)""",
-    # ?1 ?2 the bucket, ?3 chat key, ?4 id: queued for the chat, or dead (in either queue)
-    "known": "SELECT 1 FROM {q} WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4 "
-    "UNION ALL SELECT 1 FROM dead_letter WHERE id = ?4",
-    # ?1 ?2 the bucket, ?3 chat key, ?4 id
-    "find": "SELECT seq, ready, lease_owner, lease_until FROM {q} "
-    "WHERE seq BETWEEN ?1 AND ?2 AND chat_key = ?3 AND id = ?4",
-    "delete": "DELETE FROM {q} WHERE seq = ?",
-    # ?1 lease owner, ?2 lease end, ?3 chat key, ?4 now, ?5 ?6 the bucket
-    "promote": """UPDATE {q} SET lease_owner = ?1, lease_until = ?2,
-            ready = MAX(MIN(created_at, ?4), next_attempt_at, ?2)
-        WHERE seq = (SELECT seq FROM {q} WHERE seq BETWEEN ?5 AND ?6 AND chat_key = ?3
-            ORDER BY seq LIMIT 1)""",
-    "keep_lease": "INSERT OR REPLACE INTO {q}_lease (chat_key, lease_owner, lease_until) "
-    "VALUES (?, ?, ?)",
-    # ?1..?4 the retry fields, ?5 lease owner, ?6 lease end, ?7 seq, ?8 now
-    "update": """UPDATE {q} SET attempts = ?1, next_attempt_at = ?2, deadline = ?3,
-            last_error = ?4, lease_owner = ?5, lease_until = ?6,
-            ready = CASE WHEN ready IS NOT NULL THEN MAX(MIN(created_at, ?8), ?2, ?6) END
-        WHERE seq = ?7""",
-    "due_any": "SELECT 1 FROM {q} WHERE ready <= ? LIMIT 1",
-    "due_heads": "SELECT {cols}, seq FROM {q} WHERE ready <= ? ORDER BY ready, seq LIMIT ?",
-    "lease": "UPDATE {q} SET lease_owner = ?1, lease_until = ?2, ready = MAX(ready, ?2) "
-    "WHERE seq = ?3",
-    # ?1 lease end, ?2 owner, ?3 chat key, ?4 ?5 the bucket
-    "renew": """UPDATE {q} SET lease_until = ?1, ready = MAX(ready, ?1)
-        WHERE lease_owner = ?2 AND seq = (SELECT seq FROM {q}
-            WHERE seq BETWEEN ?4 AND ?5 AND chat_key = ?3 ORDER BY seq LIMIT 1)""",
-    "renew_kept": "UPDATE {q}_lease SET lease_until = ?1 WHERE lease_owner = ?2 AND chat_key = ?3",
-    "owners": "SELECT lease_owner FROM {q} WHERE lease_owner IS NOT NULL "
-    "UNION SELECT lease_owner FROM {q}_lease",
-    "release": """UPDATE {q} SET lease_owner = NULL, lease_until = 0,
-            ready = MAX(MIN(created_at, ?2), next_attempt_at)
-        WHERE lease_owner = ?1""",
-    "release_kept": "DELETE FROM {q}_lease WHERE lease_owner = ?",
-    "size": "SELECT attempts FROM {q} WHERE seq = -1",
-    "purge_kept": "DELETE FROM {q}_lease WHERE lease_until <= ?",
-}
-
-# the only text ever formatted into SQL: these two fixed names and the column list
-_SQL: dict[str, dict[str, str]] = {
-    q: {name: s.format(q=q, cols=_COLUMNS) for name, s in _TEMPLATE.items()}
-    for q in (INBOX, OUTBOX)
-}
-
-_STATE = {
-    "get": "SELECT value, version FROM chat_state WHERE key = ?",
-    "set": "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) "
-    "DO UPDATE SET value = excluded.value, version = chat_state.version + 1",
-    "create": "INSERT INTO chat_state (key, value, version) VALUES (?, ?, 1) "
-    "ON CONFLICT (key) DO NOTHING",
-    "update_at": "UPDATE chat_state SET value = ?, version = version + 1 "
-    "WHERE key = ? AND version = ?",
-    "delete": "DELETE FROM chat_state WHERE key = ?",
-    "delete_at": "DELETE FROM chat_state WHERE key = ? AND version = ?",
-}
-_MARK = (
-    "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
-    "WHERE seen.expires_at <= ?"
-)
-_INSERT_DEAD_LETTER = """
-    INSERT OR REPLACE INTO dead_letter (
-        id, destination, chat_key, payload, created_at, deadline, attempts, next_attempt_at,
-        last_error, buried_at, queue
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_SELECT_DEAD_LETTERS = """
-    SELECT id, destination, chat_key, payload, created_at, deadline, attempts, next_attempt_at,
-           last_error, queue
-    FROM dead_letter
-"""
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -258,9 +115,9 @@ def _item(row: Sequence[Any], queue: str, owner: str | None = None) -> QueueItem
 
 
 def _bucket(chat_key: str) -> tuple[int, int]:
-    """The range of ``seq`` that holds the items of ``chat_key`` (see ``_SEQ_BITS``)."""
-    lo = (zlib.crc32(chat_key.encode("utf-8", "surrogatepass")) >> 4) << _SEQ_BITS
-    return lo, lo + (1 << _SEQ_BITS) - 1
+    """The range of ``seq`` that holds the items of ``chat_key`` (see ``SEQ_BITS``)."""
+    lo = (zlib.crc32(chat_key.encode("utf-8", "surrogatepass")) >> 4) << SEQ_BITS
+    return lo, lo + (1 << SEQ_BITS) - 1
 
 
 def _columns(item: QueueItem) -> tuple[Any, ...]:
@@ -276,7 +133,7 @@ def _values(item: QueueItem, now: float) -> tuple[Any, ...]:
 
 def _sql(queue: str) -> dict[str, str]:
     try:
-        return _SQL[queue]
+        return SQL[queue]
     except KeyError:
         raise ValueError(f"unknown queue {queue!r} (expected 'inbox' or 'outbox')") from None
 
@@ -286,6 +143,41 @@ def _left(holder: str | None, until: float, releaser: str | None) -> tuple[str |
     if holder is not None and holder == releaser:
         return None, 0.0
     return holder, until
+
+
+def _new_version() -> int:
+    return time.time_ns() // 1000
+
+
+def _until(ttl: float | None) -> float | None:
+    return None if ttl is None else time.time() + ttl
+
+
+def _snapshot(row: Sequence[Any] | None) -> StateSnapshot:
+    if row is None:
+        return StateSnapshot(None, 0)
+    if row[2] is not None and row[2] <= time.time():
+        return StateSnapshot(None, row[1])  # expired: absent, until purged
+    return StateSnapshot(json.loads(row[0]), row[1])
+
+
+def _save(
+    conn: sqlite3.Connection,
+    key: str,
+    value: Mapping[str, Any] | None,
+    version: int,
+    ttl: float | None,
+) -> bool:
+    """One compare-and-set of chat state (one statement)."""
+    if value is None and version == 0:  # "delete what is absent": check it still is
+        return _snapshot(conn.execute(STATE["get"], (key,)).fetchone()).version == 0
+    if value is None:
+        cursor = conn.execute(STATE["delete_at"], (key, version))
+    elif version == 0:
+        cursor = conn.execute(STATE["create"], (key, _dump(value), _new_version(), _until(ttl)))
+    else:
+        cursor = conn.execute(STATE["update_at"], (_dump(value), _until(ttl), key, version))
+    return cursor.rowcount == 1
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -500,30 +392,33 @@ class SQLiteStore:
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         """Create the tables, or upgrade a version-1 file (in the caller's transaction)."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             raise ConfigurationError(
                 f"store: {self.path!r} has schema version {version}; this omnichannel "
-                f"knows up to {_SCHEMA_VERSION} (upgrade omnichannel)"
+                f"knows up to {SCHEMA_VERSION} (upgrade omnichannel)"
             )
-        if version == _SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:
             return
-        for statement in {1: _BEFORE_UPGRADE_FROM_1, 2: _BEFORE_UPGRADE_FROM_2}.get(version, ()):
+        for statement in {1: BEFORE_UPGRADE_FROM_1, 2: BEFORE_UPGRADE_FROM_2}.get(version, ()):
             conn.execute(statement)
-        for statement in _SCHEMA:
+        columns = {row[0] for row in conn.execute(STATE["columns"])}
+        if columns and "expires_at" not in columns:  # version 3 and older: no state TTL
+            conn.execute(STATE["add_expiry"])
+        for statement in SCHEMA:
             conn.execute(statement)
-        for sql in _SQL.values():
+        for sql in SQL.values():
             for name in ("table", "ready_index", "lease_table", "lease_trigger"):
                 conn.execute(sql[name])
             conn.execute(sql["size_row"])
             conn.execute(sql["size_up"])
             conn.execute(sql["size_down"])
         if version == 1:  # re-add the old outbox in its order, then drop it
-            add, now = _SQL[OUTBOX]["add"], time.time()
-            for row in conn.execute(_V1_ITEMS).fetchall():
+            add, now = SQL[OUTBOX]["add"], time.time()
+            for row in conn.execute(V1_ITEMS).fetchall():
                 conn.execute(add, (*row, now, *_bucket(row[2])))
             conn.execute("DROP TABLE outbox_v1")
             log.info("sqlite store %s: upgraded the schema from version 1", self.path)
-        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _acquire(self) -> sqlite3.Connection:
         """Lock and return the connection; the caller releases ``self._lock``."""
@@ -552,7 +447,7 @@ class SQLiteStore:
         self._purge_when_due(now)
         with self._held as conn:
             # one statement, so atomic: insert, or take over a key whose time ran out
-            return conn.execute(_MARK, (key, now + ttl, now)).rowcount == 1
+            return conn.execute(MARK, (key, now + ttl, now)).rowcount == 1
 
     def forget(self, key: str) -> None:
         """Remove a dedupe key."""
@@ -560,8 +455,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM seen WHERE key = ?", (key,))
 
     def purge_expired(self, now: float | None = None, *, chunk: int = 5000) -> int:
-        """Delete expired dedupe keys (and run-out leases kept by emptied chats); return how
-        many dedupe keys went.
+        """Delete expired dedupe keys and state (and run-out leases kept by emptied chats);
+        return how many dedupe keys went.
 
         Runs by itself every ``purge_interval`` seconds; deletes in chunks of ``chunk`` rows,
         each in its own short transaction.
@@ -578,8 +473,13 @@ class SQLiteStore:
             purged += deleted
             if deleted < chunk:
                 break
+        while True:
+            with self._tx as conn:
+                deleted = conn.execute(STATE["purge"], (now, chunk)).rowcount
+            if deleted < chunk:
+                break
         with self._tx as conn:
-            for sql in _SQL.values():
+            for sql in SQL.values():
                 conn.execute(sql["purge_kept"], (now,))
         if purged:
             log.debug("sqlite store %s: purged %d expired dedupe keys", self.path, purged)
@@ -590,36 +490,32 @@ class SQLiteStore:
         """The state stored under ``key``, or ``None``."""
         return self.load_state(key).value
 
-    def set_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+    def set_state(
+        self, key: str, value: Mapping[str, Any] | None, ttl: float | None = None
+    ) -> None:
         """Store ``value`` under ``key`` unconditionally (``None`` deletes it); bump its version."""
         with self._held as conn:
             if value is None:
-                conn.execute(_STATE["delete"], (key,))
+                conn.execute(STATE["delete"], (key,))
             else:
-                conn.execute(_STATE["set"], (key, _dump(value)))
+                conn.execute(STATE["set"], (key, _dump(value), _new_version(), _until(ttl)))
 
     def load_state(self, key: str) -> StateSnapshot:
         """The state under ``key`` with its version (``version`` 0 when absent)."""
         with self._held as conn:
-            row = conn.execute(_STATE["get"], (key,)).fetchone()
-        return StateSnapshot(None, 0) if row is None else StateSnapshot(json.loads(row[0]), row[1])
+            row = conn.execute(STATE["get"], (key,)).fetchone()
+        return _snapshot(row)
 
-    def save_state(self, key: str, value: Mapping[str, Any] | None, version: int) -> bool:
+    def save_state(
+        self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
+    ) -> bool:
         """Compare-and-set: store ``value`` only if the version is still ``version``.
 
         ``None`` deletes. Returns ``False`` (and changes nothing) when someone else wrote the
         key since it was loaded. Every case is a single statement, hence atomic.
         """
         with self._held as conn:
-            if value is None and version == 0:  # "delete what is absent": check it still is
-                return conn.execute(_STATE["get"], (key,)).fetchone() is None
-            if value is None:
-                cursor = conn.execute(_STATE["delete_at"], (key, version))
-            elif version == 0:
-                cursor = conn.execute(_STATE["create"], (key, _dump(value)))
-            else:
-                cursor = conn.execute(_STATE["update_at"], (_dump(value), key, version))
-            return cursor.rowcount == 1
+            return _save(conn, key, value, version, ttl)
 
     # inbox ----------------------------------------------------------------------------------
     def inbox_admit(self, item: QueueItem, dedupe_key: str | None, ttl: float) -> bool:
@@ -633,24 +529,31 @@ class SQLiteStore:
         with self._tx as conn:
             if (
                 dedupe_key is not None
-                and conn.execute(_MARK, (dedupe_key, now + ttl, now)).rowcount != 1
+                and conn.execute(MARK, (dedupe_key, now + ttl, now)).rowcount != 1
             ):
                 return False  # a repeat: nothing written
-            conn.execute(_SQL[INBOX]["add"], _values(item, now))
+            conn.execute(SQL[INBOX]["add"], _values(item, now))
         return True
 
-    def inbox_complete(self, item: QueueItem, replies: Sequence[QueueItem]) -> bool:
-        """Atomically append ``replies`` to the outbox and remove the turn ``item``.
+    def inbox_complete(
+        self, item: QueueItem, replies: Sequence[QueueItem], writes: Sequence[StateWrite] = ()
+    ) -> bool:
+        """Atomically append ``replies`` to the outbox, apply the state ``writes`` (each a
+        compare-and-set: :class:`StateConflict` and nothing written when one fails) and remove
+        the turn ``item``.
 
         Releases the chat's inbox lease when ``item.owner`` holds it. Returns ``False`` and
         writes nothing when ``item`` is no longer in the inbox (another worker completed it).
         A reply whose id is already queued for its chat, or among the dead letters, is not
         added twice.
         """
-        outbox = _SQL[OUTBOX]
+        outbox = SQL[OUTBOX]
         with self._tx as conn:
-            if not self._remove(conn, _SQL[INBOX], item):
+            if not self._remove(conn, SQL[INBOX], item):
                 return False
+            for write in writes:
+                if not _save(conn, write.key, write.value, write.version, write.ttl):
+                    raise StateConflict(write.key)  # rolls the transaction back
             now = time.time()
             for reply in replies:
                 key = (*_bucket(reply.chat_key), reply.chat_key, reply.id)
@@ -672,14 +575,14 @@ class SQLiteStore:
     def lease_owners(self) -> set[str]:
         """The owners holding a lease on either queue (run-out leases included)."""
         with self._held as conn:
-            return {row[0] for sql in _SQL.values() for row in conn.execute(sql["owners"])}
+            return {row[0] for sql in SQL.values() for row in conn.execute(sql["owners"])}
 
     def release_owner(self, owner: str) -> int:
         """End every lease ``owner`` holds (its process died); return how many."""
         released = 0
         now = time.time()
         with self._tx as conn:
-            for sql in _SQL.values():
+            for sql in SQL.values():
                 released += conn.execute(sql["release"], (owner, now)).rowcount
                 released += conn.execute(sql["release_kept"], (owner,)).rowcount
         return released
@@ -769,7 +672,7 @@ class SQLiteStore:
         with self._tx as conn:
             if self._remove(conn, sql, item):
                 values = (*_columns(item), time.time(), item.queue)
-                conn.execute(_INSERT_DEAD_LETTER, values)
+                conn.execute(INSERT_DEAD_LETTER, values)
 
     def pending(self, queue: QueueName) -> int:
         """How many items wait in ``queue`` (claimed ones included, dead letters excluded)."""
@@ -781,20 +684,20 @@ class SQLiteStore:
     def dead_letters(self) -> list[QueueItem]:
         """The items of both queues that gave up, oldest first (``queue`` says which)."""
         with self._held as conn:
-            rows = conn.execute(_SELECT_DEAD_LETTERS + " ORDER BY created_at, buried_at").fetchall()
+            rows = conn.execute(SELECT_DEAD_LETTERS + " ORDER BY created_at, buried_at").fetchall()
         return [_item(row, row[9]) for row in rows]
 
     def dead_letter_retry(self, item_id: str) -> bool:
         """Put a dead letter back at the tail of its chat's queue (the queue it left), due now."""
         with self._tx as conn:
-            row = conn.execute(_SELECT_DEAD_LETTERS + " WHERE id = ?", (item_id,)).fetchone()
+            row = conn.execute(SELECT_DEAD_LETTERS + " WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 return False
             item = _item(row, row[9])
             item.next_attempt_at = 0.0
             item.deadline = 0.0
             conn.execute("DELETE FROM dead_letter WHERE id = ?", (item_id,))
-            conn.execute(_SQL[item.queue]["add"], _values(item, time.time()))
+            conn.execute(SQL[item.queue]["add"], _values(item, time.time()))
         return True
 
     def dead_letter_drop(self, item_id: str) -> bool:

@@ -1,0 +1,353 @@
+"""Conversation state and history: what ``turn.state``, ``turn.user_state`` and ``turn.history``
+are made of, and how they are committed with the turn.
+
+A conversation (one chat of one channel) has one record in the store, under
+``omnichannel:conversation:{channel destination}:{chat id}``::
+
+    {"state": {...}, "history": [[role, text, at], ...]}
+
+and a visitor one, under ``omnichannel:user:{channel destination}:{visitor id}``:
+``{"state": {...}}``. A turn loads a record when it is first used (turns of one chat run one at
+a time, so that is the value at the start of the turn), and the turn's changes are written in
+the same atomic step that completes the turn and commits its replies to the outbox: a turn run
+again after a crash never applies them twice. The write is a compare-and-set; when another
+writer changed the record meanwhile (a turn of the same visitor in another chat, ``forget``),
+the turn's changes, not its whole value, are applied again to the fresh record (the keys it
+set or deleted, the history lines it added) when the other writer changed other keys; when it
+changed one of the same keys (two turns incrementing one counter), the turn is run again from
+the start on the fresh state, its replies not sent meanwhile, as after a crash. Nothing either
+side wrote is lost.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal, overload
+
+import attrs
+
+from omnichannel.runtime.stores.base import StateWrite, Store, update_state
+
+__all__ = [
+    "History",
+    "HistoryEntry",
+    "Role",
+    "TurnRecords",
+    "conversation_key",
+    "current_records",
+    "record",
+    "user_key",
+]
+
+log = logging.getLogger(__name__)
+
+Role = Literal["user", "bot", "operator"]
+ROLES: tuple[str, ...] = ("user", "bot", "operator")
+
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
+
+
+def conversation_key(destination: str, chat_id: object) -> str:
+    """The store key of a conversation's record."""
+    return f"omnichannel:conversation:{destination}:{chat_id}"
+
+
+def user_key(destination: str, visitor_id: object) -> str:
+    """The store key of a visitor's record."""
+    return f"omnichannel:user:{destination}:{visitor_id}"
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One message of a conversation.
+
+    Attributes:
+        role: ``"user"`` (the visitor), ``"bot"`` (a reply of the bot) or ``"operator"`` (a
+            human answering in the channel).
+        text: the text as the agent sees it (a file's text, a button's label; a keyboard as
+            its numbered list).
+        at: when, in Unix seconds.
+    """
+
+    role: str
+    text: str
+    at: float
+
+    @property
+    def time(self) -> datetime:
+        """:attr:`at` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.at, timezone.utc)
+
+
+class History(Sequence[HistoryEntry]):
+    """The last messages of a conversation, oldest first (``turn.history``).
+
+    During a turn it ends with the visitor's message being handled, followed by the replies the
+    turn has sent so far.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Sequence[HistoryEntry] = ()) -> None:
+        self._entries = tuple(entries)
+
+    @overload
+    def __getitem__(self, index: int) -> HistoryEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> History: ...
+    def __getitem__(self, index: int | slice) -> HistoryEntry | History:
+        if isinstance(index, slice):
+            return History(self._entries[index])
+        return self._entries[index]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[HistoryEntry]:
+        return iter(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, History):
+            return self._entries == other._entries
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History({list(self._entries)!r})"
+
+    def to_messages(
+        self,
+        system: str | None = None,
+        *,
+        bot_role: str = "assistant",
+        operator_role: str = "assistant",
+    ) -> list[dict[str, str]]:
+        """The history as chat-completion messages (``[{"role": …, "content": …}]``): the
+        visitor's lines as ``"user"``, the bot's and operators' as ``"assistant"``, after a
+        ``system`` message when given. Ready for an OpenAI-compatible ``messages`` field."""
+        roles = {"user": "user", "bot": bot_role, "operator": operator_role}
+        out = [{"role": "system", "content": system}] if system else []
+        out.extend({"role": roles.get(e.role, "user"), "content": e.text} for e in self._entries)
+        return out
+
+
+class _Record:
+    """One store record a turn uses: its loaded value, the live state dict, the lines added."""
+
+    def __init__(self, key: str, ttl: float | None, keep: int) -> None:
+        self.key = key
+        self.ttl = ttl
+        self.keep = keep
+        self.loaded = False
+        self.version = 0
+        self.value: dict[str, Any] | None = None
+        self.state: dict[str, Any] = {}
+        self._base: dict[str, str] = {}
+        self.appended: list[list[Any]] = []
+        self.forgotten = False
+        self._sets: dict[str, Any] | None = None
+        self._deleted: list[str] = []
+
+    def load(self, store: Store | None) -> None:
+        snapshot = store.load_state(self.key) if store is not None else None
+        self.loaded = True
+        if snapshot is None:
+            return
+        self.version = snapshot.version
+        self.value = snapshot.value
+        if self._sets is None and not self.forgotten:  # the first load: hand out the state
+            state = (snapshot.value or {}).get("state")
+            self.state = dict(state) if isinstance(state, Mapping) else {}
+            self._base = {k: _dumps(v) for k, v in self.state.items() if _serializable(v)}
+
+    def history(self) -> list[HistoryEntry]:
+        lines = [] if self.forgotten else list((self.value or {}).get("history") or [])
+        lines.extend(self.appended)
+        entries = [
+            HistoryEntry(str(line[0]), str(line[1]), float(line[2]))
+            for line in lines
+            if isinstance(line, (list, tuple)) and len(line) == 3
+        ]
+        return entries[-self.keep :] if self.keep > 0 else []
+
+    def diff(self) -> None:
+        """Fix the turn's changes to the state (once, at the end of the turn)."""
+        if self._sets is not None:
+            return
+        self._sets = {}
+        for key, value in self.state.items():
+            try:
+                text = _dumps(value)
+            except (TypeError, ValueError) as exc:
+                log.error(
+                    "state %r is not JSON-serializable (%s: %s); that change is not saved",
+                    key,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if self._base.get(key) != text:
+                self._sets[key] = json.loads(text)
+        self._deleted = [key for key in self._base if key not in self.state]
+
+    @property
+    def dirty(self) -> bool:
+        self.diff()
+        return bool(self._sets or self._deleted or self.appended or self.forgotten)
+
+    def collides(self) -> bool:
+        """After a reload: did the other writer change a key this turn changed too?"""
+        self.diff()
+        fresh = (self.value or {}).get("state") or {}
+        for key in [*(self._sets or {}), *self._deleted]:
+            theirs = _dumps(fresh[key]) if key in fresh and _serializable(fresh[key]) else None
+            if theirs != self._base.get(key):
+                return True
+        return False
+
+    def apply(self, current: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The record once the turn's changes are applied to ``current``."""
+        self.diff()
+        base: Mapping[str, Any] = {} if current is None or self.forgotten else current
+        state = dict(base.get("state") or {})
+        for key in self._deleted:
+            state.pop(key, None)
+        state.update(self._sets or {})
+        history = list(base.get("history") or []) + self.appended
+        history = history[-self.keep :] if self.keep > 0 else []
+        new: dict[str, Any] = {}
+        if state:
+            new["state"] = state
+        if history:
+            new["history"] = history
+        return new or None
+
+
+def _serializable(value: object) -> bool:
+    try:
+        _dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class TurnRecords:
+    """The records one turn uses, written with its completion (see the module docstring).
+
+    Made by the runtime for every turn; ``store=None`` keeps them in memory only (a bot called
+    outside a runtime).
+    """
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+        self._records: dict[str, _Record] = {}
+
+    def get(self, key: str, *, ttl: float | None, keep: int = 0) -> _Record:
+        """The record under ``key``, loaded on first use."""
+        found = self._records.get(key)
+        if found is None:
+            found = self._records[key] = _Record(key, ttl, keep)
+        else:
+            found.keep = max(found.keep, keep)
+        if not found.loaded:
+            found.load(self.store)
+        return found
+
+    def append(
+        self, key: str, role: str, text: str, *, ttl: float | None, keep: int, at: float | None
+    ) -> None:
+        """Add a history line to the record under ``key``."""
+        record = self.get(key, ttl=ttl, keep=keep)
+        record.appended.append([role, text, time.time() if at is None else at])
+
+    def forget(self, key: str) -> None:
+        """The record under ``key`` is erased: the turn's earlier changes to it are dropped."""
+        record = self._records.get(key)
+        if record is not None:
+            record.forgotten = True
+            record.state.clear()
+            record._base = {}
+            record._sets = None
+            record.appended.clear()
+
+    def writes(self) -> list[StateWrite]:
+        """The compare-and-set writes that commit the turn's changes."""
+        out: list[StateWrite] = []
+        for record in self._records.values():
+            if record.dirty and not (record.forgotten and not record.appended):
+                out.append(
+                    StateWrite(record.key, record.apply(record.value), record.version, record.ttl)
+                )
+        return out
+
+    def reload(self) -> bool:
+        """Another writer won: read the records again (the turn's changes are kept).
+
+        Returns ``True`` when the turn's changes still apply: the other writer changed other
+        keys, or added history. ``False`` when it changed a key the turn changed too (a
+        counter both incremented): the turn must run again on the fresh state.
+        """
+        for record in self._records.values():
+            if record.dirty:
+                record.load(self.store)
+                if not record.forgotten and record.collides():
+                    return False
+        return True
+
+
+_RECORDS: contextvars.ContextVar[TurnRecords | None] = contextvars.ContextVar(
+    "omnichannel_turn_records", default=None
+)
+
+
+def current_records() -> TurnRecords | None:
+    """The records of the turn running in this context (``None`` outside a turn)."""
+    return _RECORDS.get()
+
+
+def activate(records: TurnRecords) -> contextvars.Token[TurnRecords | None]:
+    """Make ``records`` the current turn's (the runtime does this around a turn)."""
+    return _RECORDS.set(records)
+
+
+def deactivate(token: contextvars.Token[TurnRecords | None]) -> None:
+    """Undo :func:`activate`."""
+    _RECORDS.reset(token)
+
+
+def record(
+    store: Store,
+    destination: str,
+    chat_id: object,
+    role: str,
+    text: str,
+    *,
+    keep: int = 20,
+    ttl: float | None = None,
+) -> None:
+    """Add a line to a conversation's history (an operator's answer, the agent writing first).
+
+    Inside a turn on the same store it is committed with the turn; elsewhere it is written at
+    once (compare-and-set).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    key = conversation_key(destination, chat_id)
+    records = current_records()
+    if records is not None and records.store is store:
+        records.append(key, role, text, ttl=ttl, keep=keep, at=None)
+        return
+    line = [role, text, time.time()]
+
+    def add(current: dict[str, Any] | None) -> dict[str, Any]:
+        new = dict(current or {})
+        new["history"] = [*(new.get("history") or []), line][-keep:]
+        return new
+
+    update_state(store, key, add, ttl=ttl)
