@@ -28,3 +28,4 @@ def test_notebook_executes_every_cell() -> None:
     assert "Привет! 👋" in text
     assert "Sushi it is!" in text
     assert "message.text: required field is missing" in text
+    assert "user: add milk\nbot: Cart: tea, milk\nuser: closed?\nbot: We are open." in text

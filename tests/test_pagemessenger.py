@@ -31,6 +31,7 @@ from omnichannel.pagemessenger import (
     PageMessengerError,
     parse_ai_webhook,
 )
+from omnichannel.runtime.conversation import conversation_key
 from omnichannel.testing import FakePageMessenger, LocalServer, RecordingChannelServer
 from omnichannel.testing.events import button_event, file_event, text_event
 
@@ -147,6 +148,25 @@ def test_visitor_message_reaches_the_ai_and_the_answer_reaches_the_visitor(
     assert channel_server.texts("c-7") == ["AI: Bonjour"]
     assert channel_server.texts(42) == ["AI: Hello"]
     assert fake.auth_calls == 1  # the token is reused
+
+
+def test_the_ai_and_operator_answers_enter_the_visitors_history(
+    stack: Stack, fake: FakePageMessenger, channel_server: RecordingChannelServer
+) -> None:
+    stack.post_event(text_event("Hello", chat_id=42))
+    channel_server.wait_for(1)
+    (sent,) = fake.wait_for_messages(1)
+    operator = fake.ai_payload(sent, message_type="operator", message_text="A human here.")
+    assert fake.post_webhook(operator).status == 200
+    channel_server.wait_for(2)
+    assert stack.bridge.drain(5)
+    key = conversation_key(stack.connector.destination, 42)
+    record = stack.connector.runtime.store.get_state(key) or {}
+    assert [line[:2] for line in record["history"]] == [
+        ["user", "Hello"],
+        ["bot", "AI: Hello"],
+        ["operator", "A human here."],
+    ]
 
 
 def test_files_and_buttons_reach_the_ai_as_their_text(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem, Store
+import pytest
+
+from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem, StateConflict, StateWrite, Store
 from tests import test_stores as contract
 from tests.test_stores import Stores, item, numbers, wait_until
 
@@ -210,3 +212,59 @@ def test_inbox_survives_reopening(shared: Stores) -> None:
     again = shared.open()
     assert not again.inbox_admit(turn("a", 0), "a0", 60)
     assert numbers(again.claim(INBOX, "w", time.time(), 10, 30)) == [("a", 0)]
+
+
+def test_complete_commits_state_writes_with_the_turn_or_nothing(store: Store) -> None:
+    store.inbox_admit(turn("s", 0), None, 60)
+    store.inbox_admit(turn("s", 1), None, 60)
+    store.set_state("other", {"v": 1})
+    (first,) = store.claim(INBOX, "w1", time.time(), 10, 30)
+    ok = [
+        StateWrite("conv", {"n": 1}, 0),
+        StateWrite("other", None, store.load_state("other").version),
+    ]
+    assert store.inbox_complete(first, [reply(first, 0)], ok)
+    assert store.get_state("conv") == {"n": 1} and store.get_state("other") is None
+    assert store.pending(OUTBOX) == 1
+
+    (second,) = store.claim(INBOX, "w1", time.time(), 10, 30)
+    current = store.load_state("conv")
+    store.save_state("conv", {"n": 5}, current.version)  # another writer got there first
+    stale = [StateWrite("fresh", {"x": 1}, 0), StateWrite("conv", {"n": 2}, current.version)]
+    with pytest.raises(StateConflict) as caught:
+        store.inbox_complete(second, [reply(second, 0)], stale)
+    assert caught.value.key == "conv"
+    # nothing of it was written: the turn is still there, no reply, no state
+    assert store.pending(INBOX) == 1 and store.pending(OUTBOX) == 1
+    assert store.get_state("conv") == {"n": 5} and store.get_state("fresh") is None
+    fresh = store.load_state("conv")
+    assert store.inbox_complete(
+        second, [reply(second, 0)], [StateWrite("conv", {"n": 6}, fresh.version)]
+    )
+    assert store.get_state("conv") == {"n": 6} and store.pending(INBOX) == 0
+    # a turn already completed writes nothing, whatever its writes say
+    assert not store.inbox_complete(second, [], [StateWrite("conv", {"n": 99}, 0)])
+    assert store.get_state("conv") == {"n": 6}
+
+
+def test_state_versions_are_not_reused_after_a_delete(store: Store) -> None:
+    store.set_state("k", {"a": 1})
+    old = store.load_state("k").version
+    store.set_state("k", None)
+    store.set_state("k", {"a": 2})  # made again
+    assert store.load_state("k").version != old
+    assert not store.save_state("k", {"a": 3}, old)  # a stale writer loses (no ABA)
+
+
+def test_state_expires_after_its_ttl(store: Store) -> None:
+    store.set_state("short", {"a": 1}, ttl=0.3)
+    assert store.save_state("cas", {"b": 1}, 0, ttl=0.3)
+    store.set_state("long", {"c": 1}, ttl=60)
+    store.set_state("forever", {"d": 1})
+    assert store.get_state("short") == {"a": 1}
+    wait_until(lambda: store.get_state("short") is None and store.get_state("cas") is None)
+    assert store.get_state("long") == {"c": 1} and store.get_state("forever") == {"d": 1}
+    # what expired reads as absent, and a compare-and-set against that read works
+    snap = store.load_state("cas")
+    assert snap.value is None and store.save_state("cas", {"b": 2}, snap.version)
+    assert store.get_state("cas") == {"b": 2}

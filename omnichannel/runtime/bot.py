@@ -444,11 +444,15 @@ class Bot:
         self._run_from(turn, 0)
 
     def _run_from(self, turn: Turn, index: int) -> None:
-        """Run middleware ``index`` onwards, then the handlers (in this thread)."""
+        """Run middleware ``index`` onwards, then the handlers, from a worker thread."""
         if index == len(self._middleware):
             self._dispatch(turn)
             return
         middleware = self._middleware[index]
+        if aio.is_async(middleware):
+            # the rest of the chain runs on the loop too (no thread hop per step)
+            aio.run_coroutine(self._arun_from(turn, index))
+            return
         called = [False]
 
         def go_on() -> None:
@@ -456,33 +460,64 @@ class Bot:
                 called[0] = True
                 self._run_from(turn, index + 1)
 
-        async def go_on_async() -> None:
-            if not called[0]:
-                called[0] = True
-                await aio.run_sync(self._run_from, turn, index + 1)
-
         try:
-            if aio.is_async(middleware):
-                aio.run_coroutine(middleware(turn, go_on_async))
-            else:
-                _settle(middleware(turn, go_on))
+            _settle(middleware(turn, go_on))
         except Exception as exc:
             self._failed(turn, exc, middleware)
 
-    def _dispatch(self, turn: Turn) -> None:
-        if self.is_echo:
-            if turn.text is not None:
-                turn.reply(turn.text)
+    async def _arun_from(self, turn: Turn, index: int) -> None:
+        """The same, on the event loop: async parts awaited, plain ones run on a thread."""
+        if index == len(self._middleware):
+            await self._adispatch(turn)
             return
-        for handler, matcher in self._select(turn):
-            if matcher is None:
-                turn.match = None
-            elif getattr(matcher, "pattern", None) is not None:
-                matcher(turn)  # sets turn.match for this handler
+        middleware = self._middleware[index]
+        if not aio.is_async(middleware):
+            await aio.run_sync(self._run_from, turn, index)
+            return
+        called = [False]
+
+        async def go_on() -> None:
+            if not called[0]:
+                called[0] = True
+                await self._arun_from(turn, index + 1)
+
+        try:
+            await middleware(turn, go_on)
+        except Exception as exc:
+            await aio.run_sync(self._failed, turn, exc, middleware)
+
+    def _chosen(self, turn: Turn) -> list[Handler]:
+        if self.is_echo:
+            return [_echo]
+        selected = self._select(turn)
+        turn.match = None  # each pattern sets it again just before its handler runs
+        return [handler if m is None else _matched(handler, m) for handler, m in selected]
+
+    def _dispatch(self, turn: Turn) -> None:
+        for handler in self._chosen(turn):
             try:
                 turn.reply(*to_outbound(_settle(_invoke(handler, turn))))
             except Exception as exc:
                 self._failed(turn, exc, handler)
+
+    async def _adispatch(self, turn: Turn) -> None:
+        for handler in self._chosen(turn):
+            if not aio.is_async(handler):
+                await aio.run_sync(self._dispatch_one, turn, handler)
+                continue
+            try:
+                result = await handler(turn)
+                if inspect.isawaitable(result):
+                    result = await result
+                turn.reply(*to_outbound(result))
+            except Exception as exc:
+                await aio.run_sync(self._failed, turn, exc, handler)
+
+    def _dispatch_one(self, turn: Turn, handler: Handler) -> None:
+        try:
+            turn.reply(*to_outbound(_settle(_invoke(handler, turn))))
+        except Exception as exc:
+            self._failed(turn, exc, handler)
 
     def _failed(self, turn: Turn, exc: BaseException, where: Callable[..., Any]) -> None:
         name = getattr(where, "__qualname__", repr(where))
@@ -501,6 +536,31 @@ class Bot:
                 turn.reply(self.error_reply)
             except Exception:
                 log.exception("the error reply could not be sent to chat %s", turn.chat_id)
+
+
+def _echo(turn: Turn) -> str | None:
+    return turn.text
+
+
+def _matched(handler: Handler, matcher: Matcher) -> Handler:
+    """``handler`` with ``turn.match`` set by its pattern first (patterns set it when run)."""
+    if getattr(matcher, "pattern", None) is None:
+        return handler
+    if aio.is_async(handler):
+
+        async def run_async(turn: Turn) -> Any:
+            matcher(turn)
+            return await handler(turn)
+
+        functools.update_wrapper(run_async, handler)
+        return run_async
+
+    def run(turn: Turn) -> Any:
+        matcher(turn)
+        return handler(turn)
+
+    functools.update_wrapper(run, handler)
+    return run
 
 
 def _invoke(fn: Callable[..., Any], *args: Any) -> Any:

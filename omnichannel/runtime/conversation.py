@@ -41,6 +41,7 @@ __all__ = [
     "conversation_key",
     "current_records",
     "record",
+    "record_for",
     "user_key",
 ]
 
@@ -351,3 +352,13 @@ def record(
         return new
 
     update_state(store, key, add, ttl=ttl)
+
+
+def record_for(channel: Any, chat_id: object, role: str, text: str) -> None:
+    """:func:`record` for a channel object (its runtime's store and its destination); nothing
+    when the channel has no store (not attached to a runtime)."""
+    store = getattr(getattr(channel, "runtime", None), "store", None)
+    if store is None or not text:
+        return
+    destination = str(getattr(channel, "destination", None) or channel.name)
+    record(store, destination, chat_id, role, text)

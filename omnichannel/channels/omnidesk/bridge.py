@@ -30,7 +30,8 @@ from omnichannel.models import (
     TextReply,
 )
 from omnichannel.rendering import TRANSCRIPT, render_text
-from omnichannel.runtime.bot import Bot, Channel, Turn
+from omnichannel.runtime.bot import Bot, Channel, Turn, history_text
+from omnichannel.runtime.conversation import record_for
 from omnichannel.runtime.stores import Store, update_state
 
 __all__ = ["CustomChannelBridge", "TranscriptLine", "render_transcript"]
@@ -393,6 +394,8 @@ class CustomChannelBridge:
         )
         if messages:
             channel.send(target["chat_id"], messages)
+            for message in messages:  # the visitor's turn.history: what the operator said
+                record_for(channel, target["chat_id"], "operator", history_text(message))
 
 
 def _default_user_custom_id(turn: Turn) -> str:

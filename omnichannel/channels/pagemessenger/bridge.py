@@ -19,6 +19,7 @@ from omnichannel.channels.pagemessenger.messages import AIMessage, AIMessageType
 from omnichannel.errors import ConfigurationError, NotSupported, PayloadError
 from omnichannel.models import ChatId, TextReply
 from omnichannel.runtime.bot import Bot, Channel, Turn
+from omnichannel.runtime.conversation import record_for
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.stores import update_state
@@ -411,6 +412,8 @@ class PageMessengerBridge:
         text = message.message_text
         if message.message_type in self.deliver_types and text and text.strip():
             channel.send(chat_id, [TextReply(text=text)])
+            role = "operator" if message.message_type is AIMessageType.OPERATOR else "bot"
+            record_for(channel, chat_id, role, text)  # the visitor's turn.history
         reason = message.handover_reason
         if reason is None:
             return

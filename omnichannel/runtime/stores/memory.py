@@ -3,9 +3,9 @@ restart (use SQLite or Redis for that)."""
 
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
+import json
 import threading
 import time
 from collections import OrderedDict, deque
@@ -25,6 +25,8 @@ from omnichannel.runtime.stores.base import (
 )
 
 __all__ = ["MemoryStore"]
+
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class _Queue:
@@ -95,7 +97,7 @@ class MemoryStore:
         self._expiry: list[tuple[float, str]] = []
         # key -> (value, version, expires at (monotonic) or None); versions from one counter,
         # so a key deleted and made again never gets an old version back
-        self._state: dict[str, tuple[dict[str, Any], int, float | None]] = {}
+        self._state: dict[str, tuple[str, int, float | None]] = {}
         self._versions = itertools.count(1)
         self._next_state_sweep = 0.0
         self._queues: dict[QueueName, _Queue] = {INBOX: _Queue(), OUTBOX: _Queue()}
@@ -144,16 +146,20 @@ class MemoryStore:
         with self._lock:
             self._put_state(key, value, ttl)
 
-    def _put_state(self, key: str, value: Mapping[str, Any] | None, ttl: float | None) -> None:
+    def _put_state(
+        self, key: str, value: Mapping[str, Any] | str | None, ttl: float | None
+    ) -> None:
         if value is None:
             self._state.pop(key, None)
             return
         now = time.monotonic()
         if ttl is not None and now >= self._next_state_sweep:
             self._sweep_state(now)
-        # a deep copy: the caller may keep changing nested values it passed in
+        # kept as JSON text: a copy the caller cannot change afterwards, cheaper than a deep
+        # copy, and a value that could not be stored elsewhere is refused here too
         until = None if ttl is None else now + ttl
-        self._state[key] = (copy.deepcopy(dict(value)), next(self._versions), until)
+        text = value if isinstance(value, str) else _encode(value)
+        self._state[key] = (text, next(self._versions), until)
 
     def _sweep_state(self, now: float) -> None:
         # expired state goes at most once a minute (reads treat it as absent meanwhile)
@@ -162,7 +168,7 @@ class MemoryStore:
         for key in expired:
             del self._state[key]
 
-    def _current(self, key: str) -> tuple[dict[str, Any], int, float | None] | None:
+    def _current(self, key: str) -> tuple[str, int, float | None] | None:
         found = self._state.get(key)
         if found is not None and found[2] is not None and found[2] <= time.monotonic():
             del self._state[key]
@@ -175,7 +181,7 @@ class MemoryStore:
             found = self._current(key)
         if found is None:
             return StateSnapshot(None, 0)
-        return StateSnapshot(copy.deepcopy(found[0]), found[1])
+        return StateSnapshot(json.loads(found[0]), found[1])
 
     def save_state(
         self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
@@ -209,9 +215,11 @@ class MemoryStore:
                 found = self._current(write.key)
                 if (found[1] if found is not None else 0) != write.version:
                     raise StateConflict(write.key)
+            # encoded before anything changes: a value that cannot be stored changes nothing
+            values = [None if w.value is None else _encode(w.value) for w in writes]
             inbox.remove(item)
-            for write in writes:
-                self._put_state(write.key, write.value, write.ttl)
+            for write, value in zip(writes, values, strict=True):
+                self._put_state(write.key, value, write.ttl)
             for reply in replies:
                 if reply.id not in outbox.ids and reply.id not in self._dead:
                     outbox.add(attrs.evolve(reply, queue=OUTBOX, owner=None))
