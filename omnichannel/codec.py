@@ -15,6 +15,15 @@ from typing import Any, NoReturn
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from omnichannel.decoding import (
+    decode_json,
+    json_type,
+    missing,
+    read_id,
+    read_int,
+    read_text,
+    wrong,
+)
 from omnichannel.errors import PayloadError, UnsupportedEvent
 from omnichannel.models import (
     Button,
@@ -50,30 +59,15 @@ converter = cattrs.Converter()
 """The one converter of the wire format. ``converter.unstructure(obj)`` gives wire JSON."""
 
 _MISSING: Any = object()
+_type_name = json_type
 
 
 def _missing(path: str) -> NoReturn:
-    raise PayloadError(path, "required field is missing", missing=True)
+    missing(path)
 
 
 def _wrong(path: str, expected: str, value: object) -> NoReturn:
-    raise PayloadError(path, f"expected {expected}, got {_type_name(value)}")
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    wrong(path, expected, value)
 
 
 def _object(value: object, path: str) -> Mapping[str, Any]:
@@ -98,18 +92,12 @@ def _id(value: object, path: str) -> str | None:
     """Ids are strings on the wire, but channels send numbers too: accept both, keep a string."""
     if value is None or type(value) is str:
         return value
-    if type(value) is int:
-        return str(value)
-    _wrong(path, "a string or an integer id", value)
+    return read_id(value, path)
 
 
 def _scalar_text(value: object, path: str) -> str | None:
     """Visitor fields: strings, or numbers (a phone as a number) kept as their text."""
-    if value is None or type(value) is str:
-        return value
-    if type(value) in (int, float):
-        return str(value)
-    _wrong(path, "a string", value)
+    return read_text(value, path)
 
 
 def _chat_id(value: object, path: str) -> ChatId:
@@ -158,13 +146,7 @@ def _structure_visitor(value: object, path: str) -> Visitor:
 
 
 def _size(value: object, path: str) -> int | None:
-    if value is None or type(value) is int:
-        return value
-    if type(value) is str and value.isdigit():
-        return int(value)
-    if type(value) is float and value.is_integer():
-        return int(value)
-    _wrong(path, "an integer number of bytes", value)
+    return read_int(value, path)
 
 
 # The hot paths below test the common type inline and call the checking helper (which builds
@@ -305,7 +287,8 @@ def structure_event(value: object) -> Event:
         for i, item in enumerate(raw_messages):
             m = _object(item, f"messages.{i}")
             # the chat history also holds operator and service messages: keep visitor ones
-            if m.get("kind") in _INBOUND_KINDS:
+            kind = m.get("kind")
+            if type(kind) is str and kind in _INBOUND_KINDS:
                 messages.append(structure_message(m, f"messages.{i}", payload))
         return NewChatEvent(
             chat_id=chat_id,
@@ -316,19 +299,6 @@ def structure_event(value: object) -> Event:
     if type(event) is not str:
         _wrong("event", "a string", event)
     raise UnsupportedEvent("event", event, payload)
-
-
-def decode_json(body: bytes | bytearray | memoryview | str) -> Any:
-    """Decode a JSON body; anything that is not JSON (or not UTF-8) is a :class:`PayloadError`."""
-    try:
-        if isinstance(body, memoryview):
-            body = body.tobytes()
-        return json.loads(body)
-    except RecursionError:
-        raise PayloadError("", "body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limits
-        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise PayloadError("", f"body is not valid JSON: {problem}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -286,6 +286,29 @@ def test_handlers_are_chosen_by_regex_or_predicate_and_the_rest_falls_through() 
     ]
 
 
+def test_a_matching_pattern_takes_the_message_from_the_catch_all() -> None:
+    bot = Bot()
+
+    @bot.on_text
+    def model(turn: Turn) -> str:
+        return f"model: {turn.text}"
+
+    @bot.on_text("^/help$")
+    def help_(turn: Turn) -> str:
+        return "help!"
+
+    @bot.on_text("^/")
+    def command(turn: Turn) -> str:
+        return "a command"
+
+    assert on_omnichannel(bot, ["hi", "/help", "/x"]) == [
+        "model: hi",
+        "help!",
+        "a command",  # both patterns matched /help: both ran, in order; the catch-all did not
+        "a command",
+    ]
+
+
 # errors ---------------------------------------------------------------------------------------
 def test_a_raising_handler_sends_the_error_reply_unless_an_error_handler_dealt_with_it(
     caplog: pytest.LogCaptureFixture,

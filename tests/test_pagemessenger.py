@@ -299,10 +299,28 @@ def test_webhook_fields_are_typed_and_unknown_ones_kept() -> None:
     assert form.message_type is AIMessageType.BOT
     assert form.handover_reason == "operator"
 
+    # a flag that is no boolean does not lose the AI's answer: not set, kept raw
+    odd = parse_ai_webhook({"external_chat_id": "x", "interest": "maybe", "message_text": "Hi"})
+    assert (odd.interest, odd.raw["interest"], odd.message_text) == (False, "maybe", "Hi")
     with pytest.raises(PayloadError) as info:
-        parse_ai_webhook({"external_chat_id": "x", "is_bot": "maybe"})
-    assert info.value.path == "is_bot"
-    assert "maybe" in str(info.value)
+        parse_ai_webhook({"message_text": "Hi"})
+    assert info.value.path == "external_chat_id" and info.value.missing
+
+
+def test_a_missing_or_unknown_message_type_is_delivered_as_the_ais_text(
+    stack: Stack, fake: FakePageMessenger, channel_server: RecordingChannelServer
+) -> None:
+    stack.post_event(text_event("Hello", chat_id=42))
+    channel_server.wait_for(1)
+    (sent,) = fake.wait_for_messages(1)
+    odd = ({"message_type": "assistant"}, {"message_type": None}, {"interest": "maybe"})
+    for n, fields in enumerate(odd, 1):
+        payload = fake.ai_payload(sent, message_text=f"answer {n}")
+        payload.update(fields)
+        payload["message_id"] = f"extra-{n}"
+        assert fake.post_webhook(payload).status == 200
+        channel_server.wait_for(n + 1)
+    assert channel_server.texts(42) == ["AI: Hello", "answer 1", "answer 2", "answer 3"]
 
 
 # --- handover ----------------------------------------------------------------------------------
@@ -435,11 +453,11 @@ def test_a_webhook_with_a_wrong_secret_gets_403(
     ("raw", "content_type", "names"),
     [
         (b"{not json", "application/json", "not valid JSON"),
-        (b"[1, 2]", "application/json", "JSON object"),
+        (b"[1, 2]", "application/json", "must be an object"),
         (b'{"message_text": "hi"}', "application/json", "external_chat_id"),
         (b'{"external_chat_id": {"id": 1}}', "application/json", "external_chat_id"),
-        (b'{"external_chat_id": "a", "operator": "maybe"}', "application/json", "operator"),
-        (b"external_chat_id=a&close=2", "application/x-www-form-urlencoded", "close"),
+        (b'{"external_chat_id": "a", "contacts": true}', "application/json", "contacts"),
+        (b"message_text=a&close=2", "application/x-www-form-urlencoded", "external_chat_id"),
         (b"\xff\xfe", "application/json", "UTF-8"),
     ],
 )

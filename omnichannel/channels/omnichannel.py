@@ -45,6 +45,7 @@ NO_ACTIVE_CHANNEL = "There is no active channel for received event."
 """The exact error text of the seed for an unknown token or an inactive channel."""
 
 _PATH = re.compile(r"/omnichannel_message/([^/]+)/bot_api_webhook/?$")
+_EXACT_PATH = re.compile(r"/connector/omnichannel/omnichannel_message/([^/]+)/bot_api_webhook/?")
 
 
 class OmnichannelClient:
@@ -240,14 +241,21 @@ class Connector(WebhookChannel):
 
     # inbound --------------------------------------------------------------------------------
     def route(self, request: Request) -> Response | None:
-        """404 for a URL that is not the webhook (seed 000)."""
-        if _PATH.search(request.path) is None:
+        """404 for a URL that is not the webhook (seed 000): anything but its exact path, unless
+        a framework's URL rule chose the request (then only the token segment is read)."""
+        if self._match(request) is None:
             return Response.error(404, "Not found.")
         return None
 
+    @staticmethod
+    def _match(request: Request) -> re.Match[str] | None:
+        if request.routed:
+            return _PATH.search(request.path)
+        return _EXACT_PATH.fullmatch(request.path)
+
     def verify(self, request: Request) -> Response | None:
         """The seed's 400 for an unknown token (compared in constant time)."""
-        match = _PATH.search(request.path)
+        match = self._match(request)
         token = match.group(1).encode() if match is not None else b""
         if not hmac.compare_digest(token, self._token):
             return Response.error(400, NO_ACTIVE_CHANNEL)

@@ -53,7 +53,10 @@ class ASGIApp:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response:
-        path = scope.get("root_path", "") + scope["path"]
+        # relative to the mount: servers and Starlette >= 0.33 put root_path inside path too
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
         method = scope["method"]
         if self.healthz and path == self.healthz and method in ("GET", "HEAD"):
             return Response.json(200, {"status": "ok"})

@@ -52,7 +52,7 @@ def make_view(handler: Handler) -> Callable[..., Any]:
             headers = list(request.headers.items())
             query = request.META.get("QUERY_STRING", "")
             response = handler.handle(
-                Request(request.method, request.path, headers, request.body, query)
+                Request(request.method, request.path, headers, request.body, query, routed=True)
             )
         return _to_django(response)
 

@@ -30,7 +30,7 @@ def make_view(handler: Handler) -> Any:
             body = req.get_data(cache=False)
             query = req.query_string.decode("latin-1")
             response = handler.handle(
-                Request(req.method, req.path, list(req.headers.items()), body, query)
+                Request(req.method, req.path, list(req.headers.items()), body, query, routed=True)
             )
         return _to_flask(response)
 

@@ -47,7 +47,7 @@ class WSGIApp:
         return [response.body]
 
     def _respond(self, environ: dict[str, Any]) -> Response:
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = environ.get("PATH_INFO", "") or "/"  # relative to the mount (SCRIPT_NAME)
         method = environ.get("REQUEST_METHOD", "GET")
         if self.healthz and path == self.healthz and method in ("GET", "HEAD"):
             return Response.json(200, {"status": "ok"})

@@ -193,6 +193,8 @@ class Turn:
         """The last messages of the conversation, oldest first, ending with this turn's
         message and the replies sent so far (``Bot(history=N)`` keeps N)."""
         ttl, keep = self._settings()
+        if keep <= 0:
+            return History()
         return History(self._records.get(self._conversation_key, ttl=ttl, keep=keep).history())
 
     def _remember(self, role: str, text: str) -> None:
@@ -254,8 +256,10 @@ class Bot:
     """A bot: handlers registered with decorators, run once per visitor message.
 
     The handlers of the message's kind (:meth:`on_text`, :meth:`on_file`, :meth:`on_button`)
-    whose pattern matches run, each in registration order; when none matches, the
-    :meth:`on_message` ones do. A handler returns ``None``, a ``str``, an outbound message or a
+    whose pattern matches run, in registration order; when none matches, the handlers of the
+    kind registered without a pattern run (so ``@bot.on_text`` is the catch-all beside
+    ``@bot.on_text(r"^/help")``); when the kind has none, the :meth:`on_message` ones, chosen
+    the same way. A handler returns ``None``, a ``str``, an outbound message or a
     list of them (sent as replies), or calls ``turn.reply(...)``. A bot with no handlers at all
     echoes the agent text. Middleware (:meth:`use`) runs around the handlers.
 
@@ -387,10 +391,15 @@ class Bot:
         return [h for h, _ in own] if own else [h for h, _ in self._any]
 
     def _select(self, turn: Turn) -> list[tuple[Handler, Matcher | None]]:
+        # the handlers of the kind whose pattern matches; else its handlers without a pattern;
+        # else the same among the on_message ones
         for candidates in (self._by_kind.get(type(turn.message)) or [], self._any):
-            chosen = [(h, m) for h, m in candidates if m is None or m(turn)]
-            if chosen:
-                return chosen
+            matched = [(h, m) for h, m in candidates if m is not None and m(turn)]
+            if matched:
+                return matched
+            bare = [(h, m) for h, m in candidates if m is None]
+            if bare:
+                return bare
         return []
 
     # state ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any, Literal, overload
 
 import attrs
 
-from omnichannel.runtime.stores.base import StateWrite, Store, update_state
+from omnichannel.runtime.stores.base import StateWrite, Store
 
 __all__ = [
     "History",
@@ -48,6 +48,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Role = Literal["user", "bot", "operator"]
+DEFAULT_KEEP = 20
+
+
+class _Unset:
+    """The type of :data:`UNSET`."""
+
+
+UNSET = _Unset()
+"""Not given: take the record's own setting."""
+
+
+def _int(value: object, default: int) -> int:
+    return value if type(value) is int and value > 0 else default
+
+
 ROLES: tuple[str, ...] = ("user", "bot", "operator")
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
@@ -141,10 +156,10 @@ class History(Sequence[HistoryEntry]):
 class _Record:
     """One store record a turn uses: its loaded value, the live state dict, the lines added."""
 
-    def __init__(self, key: str, ttl: float | None, keep: int) -> None:
+    def __init__(self, key: str, ttl: float | _Unset | None, keep: int) -> None:
         self.key = key
-        self.ttl = ttl
-        self.keep = keep
+        self.ttl = ttl  # UNSET: the record's own (a line recorded by a bridge, not a bot)
+        self.keep = keep  # 0: the record's own
         self.loaded = False
         self.version = 0
         self.value: dict[str, Any] | None = None
@@ -175,7 +190,8 @@ class _Record:
             for line in lines
             if isinstance(line, (list, tuple)) and len(line) == 3
         ]
-        return entries[-self.keep :] if self.keep > 0 else []
+        keep = self.keep or _int((self.value or {}).get("keep"), DEFAULT_KEEP)
+        return entries[-keep:]
 
     def diff(self) -> None:
         """Fix the turn's changes to the state (once, at the end of the turn)."""
@@ -220,14 +236,27 @@ class _Record:
         for key in self._deleted:
             state.pop(key, None)
         state.update(self._sets or {})
+        keep = self.keep or _int(base.get("keep"), DEFAULT_KEEP)
         history = list(base.get("history") or []) + self.appended
-        history = history[-self.keep :] if self.keep > 0 else []
+        history = history[-keep:]
         new: dict[str, Any] = {}
         if state:
             new["state"] = state
         if history:
             new["history"] = history
+            new["keep"] = keep
+        ttl = self.effective_ttl(base)
+        if new and ttl is not None:
+            new["ttl"] = ttl
         return new or None
+
+    def effective_ttl(self, base: Mapping[str, Any] | None = None) -> float | None:
+        """The TTL to write: the bot's, else the one the record was written with."""
+        if not isinstance(self.ttl, _Unset):
+            return self.ttl
+        stored = (self.value or {}) if base is None else base
+        ttl = stored.get("ttl")
+        return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) else None
 
 
 def _serializable(value: object) -> bool:
@@ -249,19 +278,28 @@ class TurnRecords:
         self.store = store
         self._records: dict[str, _Record] = {}
 
-    def get(self, key: str, *, ttl: float | None, keep: int = 0) -> _Record:
+    def get(self, key: str, *, ttl: float | _Unset | None = None, keep: int = 0) -> _Record:
         """The record under ``key``, loaded on first use."""
         found = self._records.get(key)
         if found is None:
             found = self._records[key] = _Record(key, ttl, keep)
         else:
             found.keep = max(found.keep, keep)
+            if isinstance(found.ttl, _Unset):
+                found.ttl = ttl
         if not found.loaded:
             found.load(self.store)
         return found
 
     def append(
-        self, key: str, role: str, text: str, *, ttl: float | None, keep: int, at: float | None
+        self,
+        key: str,
+        role: str,
+        text: str,
+        *,
+        ttl: float | _Unset | None,
+        keep: int,
+        at: float | None,
     ) -> None:
         """Add a history line to the record under ``key``."""
         record = self.get(key, ttl=ttl, keep=keep)
@@ -283,22 +321,34 @@ class TurnRecords:
         for record in self._records.values():
             if record.dirty and not (record.forgotten and not record.appended):
                 out.append(
-                    StateWrite(record.key, record.apply(record.value), record.version, record.ttl)
+                    StateWrite(
+                        record.key,
+                        record.apply(record.value),
+                        record.version,
+                        record.effective_ttl(),
+                    )
                 )
         return out
 
-    def reload(self) -> bool:
+    def reload(self, *, force: bool = False) -> bool:
         """Another writer won: read the records again (the turn's changes are kept).
 
         Returns ``True`` when the turn's changes still apply: the other writer changed other
         keys, or added history. ``False`` when it changed a key the turn changed too (a
-        counter both incremented): the turn must run again on the fresh state.
+        counter both incremented): the turn must run again on the fresh state. With
+        ``force``, the turn's values are written over the other's anyway (logged).
         """
         for record in self._records.values():
             if record.dirty:
                 record.load(self.store)
                 if not record.forgotten and record.collides():
-                    return False
+                    if not force:
+                        return False
+                    log.warning(
+                        "state %s: a key this turn changed was changed by other turns each "
+                        "time it ran; its values are written over theirs",
+                        record.key,
+                    )
         return True
 
 
@@ -329,13 +379,14 @@ def record(
     role: str,
     text: str,
     *,
-    keep: int = 20,
-    ttl: float | None = None,
+    keep: int = 0,
+    ttl: float | _Unset | None = UNSET,
 ) -> None:
     """Add a line to a conversation's history (an operator's answer, the agent writing first).
 
     Inside a turn on the same store it is committed with the turn; elsewhere it is written at
-    once (compare-and-set).
+    once (compare-and-set). ``keep`` and ``ttl`` default to what the conversation's bot set
+    (``Bot(history=…, state_ttl=…)``).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
@@ -345,13 +396,15 @@ def record(
         records.append(key, role, text, ttl=ttl, keep=keep, at=None)
         return
     line = [role, text, time.time()]
-
-    def add(current: dict[str, Any] | None) -> dict[str, Any]:
-        new = dict(current or {})
-        new["history"] = [*(new.get("history") or []), line][-keep:]
-        return new
-
-    update_state(store, key, add, ttl=ttl)
+    written = _Record(key, ttl, keep)
+    written.appended = [line]
+    for _ in range(50):  # compare-and-set, with the TTL the record carries
+        snapshot = store.load_state(key)
+        new = written.apply(snapshot.value)
+        ttl_now = written.effective_ttl(snapshot.value or {})
+        if store.save_state(key, new, snapshot.version, ttl_now):
+            return
+    raise RuntimeError(f"state {key!r}: gave up after 50 conflicting updates")
 
 
 def record_for(channel: Any, chat_id: object, role: str, text: str) -> None:

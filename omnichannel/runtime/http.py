@@ -48,9 +48,13 @@ class Request:
     """An inbound HTTP request, independent of any web framework.
 
     ``body`` is the raw bytes (signatures and secrets cover them); ``query`` the raw query string.
+    ``path`` is relative to where the handler is mounted (WSGI ``PATH_INFO``, ASGI ``path``
+    without ``root_path``). ``routed``: a framework's URL rule already chose the request for this
+    handler (Flask, Django), so the handler checks only the parts it owns (a token, a secret);
+    otherwise everything is routed to it and anything but its exact path is a 404.
     """
 
-    __slots__ = ("body", "headers", "method", "path", "query")
+    __slots__ = ("body", "headers", "method", "path", "query", "routed")
 
     def __init__(
         self,
@@ -59,9 +63,12 @@ class Request:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         body: bytes = b"",
         query: str = "",
+        *,
+        routed: bool = False,
     ) -> None:
         self.method = method.upper()
         self.path = path
+        self.routed = routed
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = bytes(body)
         self.query = query

@@ -68,6 +68,10 @@ class Delivery:
     ttl: float | None = None
 
 
+_STATE_RERUNS = 3
+"""Times a turn runs again at once when another turn changed a key of state it changed too;
+then its values are written over the other's (a warning names the key)."""
+
 TurnWrapper = Callable[[Callable[[], None]], None]
 """``wrapper(run)`` must call ``run()`` once (and may do work around it)."""
 
@@ -380,6 +384,19 @@ class Runtime:
             item.next_attempt_at = time.time() + 5.0
             retry_store_call(lambda: self.store.reschedule(item), what="inbox: reschedule")
             return
+        for attempt in range(_STATE_RERUNS + 1):
+            # the last attempt writes its values over a key another turn changed meanwhile
+            outcome = self._run_once(channel, item, last=attempt == _STATE_RERUNS)
+            if outcome != "rerun":
+                return
+            log.info(
+                "%s: turn %s: a key of its state changed under it; running it again",
+                item.destination,
+                item.id,
+            )
+
+    def _run_once(self, channel: WebhookChannel, item: QueueItem, *, last: bool) -> str:
+        """Run the turn and commit it; ``"rerun"`` when its state conflicted on a key."""
         records = TurnRecords(self.store)
         token = activate(records)
         try:
@@ -390,7 +407,7 @@ class Runtime:
                 run()
         except Exception as exc:
             self._turn_failed(item, exc)
-            return
+            return "failed"
         finally:
             deactivate(token)
         done = [False]
@@ -410,7 +427,7 @@ class Runtime:
                     return
                 except StateConflict as conflict:
                     log.debug("%s: turn %s: %s", item.destination, item.id, conflict)
-                    if not records.reload():
+                    if not records.reload(force=last):
                         rerun[0] = True
                         return
 
@@ -420,21 +437,15 @@ class Runtime:
                 item.destination,
                 item.id,
             )
-            return
+            return "failed"
         if rerun[0]:
-            log.info(
-                "%s: turn %s: its state changed under it; running it again",
-                item.destination,
-                item.id,
-            )
-            item.next_attempt_at = 0.0
-            retry_store_call(lambda: self.store.reschedule(item), what="inbox: rescheduling")
-            return
+            return "rerun"
         if not done[0]:
             log.info("%s: turn %s was completed by another worker", item.destination, item.id)
             retry_store_call(lambda: self.store.ack(item), what="inbox: releasing a chat")
         elif batch.items:
             self.outbox.notify()
+        return "done"
 
     def _turn_failed(self, item: QueueItem, exc: Exception) -> None:
         item.attempts += 1

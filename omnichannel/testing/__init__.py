@@ -1,6 +1,7 @@
 """Helpers for users' own tests and notebooks: fake platforms (each a :class:`FakePlatform`:
-recorded calls, scripted failures, waiting), event builders, and a fluent bot tester. Everything
-here runs real HTTP on 127.0.0.1."""
+recorded calls, scripted failures, waiting), a fake chat-completions model
+(:class:`FakeChatModel`), event builders, and a fluent bot tester. Everything here runs real
+HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omnichannel.testing.events import (
     text_event,
 )
 from omnichannel.testing.fake import FakePlatform
+from omnichannel.testing.llm import ChatRequest, FakeChatModel
 from omnichannel.testing.server import LocalServer
 from omnichannel.testing.tester import BotTester
 
@@ -19,6 +21,7 @@ _LAZY = {
     "FakeOmnidesk": "omnichannel.testing.omnidesk",
     "FakeWebexConnect": "omnichannel.testing.webex",
     "FakePageMessenger": "omnichannel.testing.pagemessenger",
+    "FakeAgentPlatform": "omnichannel.testing.agent_platform",
 }
 
 
@@ -35,6 +38,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BotTester",
     "Call",
+    "ChatRequest",
+    "FakeAgentPlatform",
+    "FakeChatModel",
     "FakeOmnidesk",
     "FakePageMessenger",
     "FakePlatform",

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from omnichannel.channels.omnidesk._webhook import decode_body, forbidden, url_secret_ok
+from omnichannel.channels.omnidesk._webhook import forbidden, url_secret_ok
 from omnichannel.channels.omnidesk.client import OmnideskClient
 from omnichannel.channels.omnidesk.models import (
     _EMPTY,
@@ -27,6 +27,7 @@ from omnichannel.channels.omnidesk.models import (
     _to_time,
     html_to_text,
 )
+from omnichannel.decoding import decode_object, read_bool, read_int, read_text, wrong
 from omnichannel.errors import ConfigurationError, PayloadError, UnsupportedEvent
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
@@ -80,44 +81,21 @@ class StaffReply:
 
 
 def _wire_int(obj: Mapping[str, Any], key: str) -> int | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    parsed = _to_int(value)
-    if parsed is None:
-        raise PayloadError(f"object.{key}", f"expected an integer, got {value!r:.40}")
-    return parsed
+    return read_int(obj.get(key), f"object.{key}")
 
 
 def _wire_id(obj: Mapping[str, Any], key: str) -> int:
-    value = _wire_int(obj, key)
-    if value is None:
-        raise PayloadError(f"object.{key}", "required field is missing", missing=True)
+    value = read_int(obj.get(key), f"object.{key}", required=True)
+    assert value is not None
     return value
 
 
 def _wire_bool(obj: Mapping[str, Any], key: str) -> bool:
-    value = obj.get(key)
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false"):
-        return value.strip().lower() in ("1", "true")
-    raise PayloadError(f"object.{key}", f"expected 0 or 1, got {value!r:.40}")
+    return read_bool(obj.get(key), f"object.{key}")
 
 
 def _wire_text(obj: Mapping[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise PayloadError(f"object.{key}", f"expected a string, got {type(value).__name__}")
+    return read_text(obj.get(key), f"object.{key}")
 
 
 def parse_staff_reply(
@@ -135,19 +113,17 @@ def parse_staff_reply(
             (``object.case_id``).
         UnsupportedEvent: a ``type`` other than ``message_new``.
     """
-    data = body if isinstance(body, Mapping) else decode_body(body, content_type)
-    if not isinstance(data, Mapping):
-        raise PayloadError("", "expected an object with 'type' and 'object'")
+    data = body if isinstance(body, Mapping) else decode_object(body, content_type, forms=True)
     kind = data.get("type", "message_new")
     if not isinstance(kind, str):
-        raise PayloadError("type", f"expected a string, got {type(kind).__name__}")
+        wrong("type", "a string", kind)
     if kind != "message_new":
         raise UnsupportedEvent("type", kind, data)
     obj = data.get("object")
     if obj is None or obj == "":
         raise PayloadError("object", "required field is missing", missing=True)
     if not isinstance(obj, Mapping):
-        raise PayloadError("object", f"expected an object, got {type(obj).__name__}")
+        wrong("object", "an object", obj)
     attachments = obj.get("attachments")
     if attachments not in (None, "") and not isinstance(attachments, (list, Mapping)):
         raise PayloadError("object.attachments", "expected a list of attachments")

@@ -19,9 +19,10 @@ from typing import Any
 
 import attrs
 
-from omnichannel.channels.omnidesk._webhook import decode_body, forbidden, url_secret_ok
+from omnichannel.channels.omnidesk._webhook import forbidden, url_secret_ok
 from omnichannel.channels.omnidesk.client import OmnideskClient
 from omnichannel.channels.omnidesk.models import OmnideskError, _to_int, html_to_text
+from omnichannel.decoding import decode_object
 from omnichannel.errors import (
     ConfigurationError,
     DeliveryError,
@@ -284,9 +285,9 @@ class OmnideskChannel(WebhookChannel):
         index: the worker rebuilds the event from it.
         """
         try:
-            body = _clean_rule_payload(decode_body(request.body, request.content_type))
-            if not isinstance(body, Mapping):
-                raise PayloadError("", "expected a JSON object with 'event' and 'chat_id'")
+            body = _clean_rule_payload(
+                decode_object(request.body, request.content_type, forms=True)
+            )
             event = parse_event(body)
         except PayloadError as exc:
             log.info("omnidesk: rejected rule delivery: %s", exc)
@@ -306,17 +307,52 @@ class OmnideskChannel(WebhookChannel):
                     "omnidesk: case %s: file in state %r not processed", case_id, message.file.state
                 )
                 continue
+            if isinstance(message, TextMessage) and _PLACEHOLDER.match(message.text.strip()):
+                # the rule's placeholder had nothing to fill in (a case created without a
+                # description): nothing the customer wrote, so nothing for the bot to answer
+                log.info("omnidesk: case %s: %s was not filled in; ignored", case_id, message.text)
+                continue
             key, ttl = self._delivery_key(case_id, message)
             deliveries.append(
                 Delivery(chat=str(case_id), key=key, payload={"event": body, "i": index}, ttl=ttl)
             )
         return deliveries
 
-    def _delivery_key(self, case_id: int, message: InboundMessage) -> tuple[str, float | None]:
+    def _delivery_key(
+        self, case_id: int, message: InboundMessage
+    ) -> tuple[str | None, float | None]:
+        """The dedupe key of a rule delivery.
+
+        With a message id: the id. Without one, only what really repeats is folded: the
+        "new case" and the "updated case" rules both fire for a case's first message, so a
+        delivery whose text is the case's first text, within ``repeat_window`` of it, is
+        that repeat (once). Any other delivery is a new message, even when the customer
+        writes the same words again.
+        """
         if message.id is not None:
             return f"{self.destination}:{case_id}:id:{message.id}", None  # the runtime's TTL
         digest = hashlib.sha256(_normal(agent_text(message) or "").encode()).hexdigest()[:32]
-        return f"{self.destination}:{case_id}:text:{digest}", self.repeat_window
+        now = time.time()
+        first: dict[str, Any] = {}
+
+        def remember_first(current: dict[str, Any] | None) -> dict[str, Any]:
+            state = dict(current or {})
+            seen = state.get("first")
+            if not isinstance(seen, list) or len(seen) != 2:
+                state["first"] = [digest, now]  # this is the case's first delivery
+                first["key"] = True
+            elif seen[0] == digest and now - float(seen[1]) < self.repeat_window:
+                first["key"] = True  # the other rule (or a retry) for the same first message
+            return state
+
+        try:
+            update_state(self.runtime.store, self._state_key(case_id), remember_first)
+        except Exception as exc:  # the store is down: fold by text, as the admission will fail
+            log.warning("omnidesk: case %s: cannot read the case state (%s)", case_id, exc)
+            first["key"] = True
+        if first:
+            return f"{self.destination}:{case_id}:first:{digest}", self.repeat_window
+        return None, None
 
     def _state_key(self, case_id: ChatId) -> str:
         return f"{self.destination}:case:{case_id}"

@@ -159,11 +159,11 @@ class PageMessengerBridge:
     Serve :meth:`handle` at ``…/{secret}`` (:attr:`webhook_path`) and give that URL to the
     platform's integration. Each webhook is stored in the runtime's durable inbox before it is
     answered 200 (:attr:`webhook`, a :class:`~omnichannel.WebhookChannel`); a worker then sends
-    the AI's messages (``message_type`` in ``deliver_types``: bot and operator by default) to
-    the visitor on the channel they wrote from, with the channel's ``send`` (durable). When a
-    webhook says ``operator`` or ``close``, the bridge stops forwarding that visitor to the AI
-    (a flag in ``runtime.store``) and calls the handover hook once (:meth:`default_handover`
-    unless ``handover`` is given).
+    the AI's messages (``message_type`` in ``deliver_types``: bot, operator and unknown by
+    default) to the visitor on the channel they wrote from, with the channel's ``send``
+    (durable). When a webhook says ``operator`` or ``close``, the bridge stops forwarding that
+    visitor to the AI (a flag in ``runtime.store``) and calls the handover hook once
+    (:meth:`default_handover` unless ``handover`` is given).
 
     Routing survives a restart: chat → channel is kept in ``runtime.store`` (use a SQLite or
     Redis store for that), and channels are found by name in a registry (``channel``,
@@ -181,7 +181,9 @@ class PageMessengerBridge:
         handover_text: the message :meth:`default_handover` sends when the channel has no
             handover (``None``: send nothing).
         handover_params: keyword arguments for the channel's ``handover(turn, **params)``.
-        deliver_types: which ``message_type`` values reach the visitor.
+        deliver_types: which ``message_type`` values reach the visitor: the AI's, an
+            operator's, and a missing or unknown one (delivered as the AI's text, since the
+            wire values are unconfirmed; leave ``UNKNOWN`` out to drop those).
         chat_id_for: ``(channel_name, chat_id) -> str``, the AI's chat id of a visitor.
         path_prefix: where :attr:`webhook_path` lives (``/pagemessenger/{secret}``); only the
             last path segment is checked, so the bridge can be mounted anywhere.
@@ -205,7 +207,11 @@ class PageMessengerBridge:
         handover: HandoverHook | None = None,
         handover_text: str | None = DEFAULT_HANDOVER_TEXT,
         handover_params: Mapping[str, Any] | None = None,
-        deliver_types: Iterable[AIMessageType] = (AIMessageType.BOT, AIMessageType.OPERATOR),
+        deliver_types: Iterable[AIMessageType] = (
+            AIMessageType.BOT,
+            AIMessageType.OPERATOR,
+            AIMessageType.UNKNOWN,
+        ),
         chat_id_for: Callable[[str, ChatId], str] = default_ai_chat_id,
         path_prefix: str = "/pagemessenger",
         max_body: int = 1 << 20,
@@ -410,7 +416,8 @@ class PageMessengerBridge:
 
     def _apply(self, message: AIMessage, channel: Channel, chat_id: ChatId) -> None:
         text = message.message_text
-        if message.message_type in self.deliver_types and text and text.strip():
+        kind = message.message_type or AIMessageType.UNKNOWN  # absent: as an unknown value
+        if kind in self.deliver_types and text and text.strip():
             channel.send(chat_id, [TextReply(text=text)])
             role = "operator" if message.message_type is AIMessageType.OPERATOR else "bot"
             record_for(channel, chat_id, role, text)  # the visitor's turn.history

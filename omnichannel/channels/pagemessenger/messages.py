@@ -4,16 +4,18 @@ flags) and :func:`parse_ai_webhook`, which reads JSON or a form and every wire f
 from __future__ import annotations
 
 import enum
-import json
+import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import attrs
 
+from omnichannel.decoding import decode_object, read_bool, read_id, read_text, show
 from omnichannel.errors import PayloadError
 
 __all__ = ["AIMessage", "AIMessageType", "parse_ai_webhook"]
+
+log = logging.getLogger(__name__)
 
 
 class AIMessageType(str, enum.Enum):
@@ -43,8 +45,6 @@ _MESSAGE_TYPES = {
     "пользователь": AIMessageType.USER,
 }
 
-_TRUE = frozenset({"true", "yes", "1", "да", "y", "t", "on"})
-_FALSE = frozenset({"false", "no", "0", "нет", "n", "f", "off", "", "null", "none"})
 
 _BOOLEAN_FIELDS = ("close", "get_contact", "interest", "is_bot", "operator", "success")
 _ID_FIELDS = (
@@ -64,49 +64,26 @@ _KNOWN_FIELDS = frozenset(
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _show(value: object) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
-
-
 def _boolean(payload: Mapping[str, Any], field: str) -> bool:
-    value = payload.get(field)
-    if value is None or type(value) is bool:
-        return bool(value)
-    if type(value) is int and value in (0, 1):
-        return bool(value)
-    if type(value) is str:
-        folded = value.strip().lower()
-        if folded in _TRUE:
-            return True
-        if folded in _FALSE:
-            return False
-    raise PayloadError(
-        field,
-        f"expected a boolean (true/false, yes/no, 1/0, empty or null), got {_show(value)}",
-    )
+    # the wire form of the flags is unconfirmed: a value that is no boolean does not reject
+    # the webhook (the AI's answer would be lost); it counts as "not set" and stays in ``raw``
+    try:
+        return read_bool(payload.get(field), field)
+    except PayloadError as exc:
+        log.log(
+            logging.WARNING if field in ("operator", "close") else logging.INFO,
+            "pagemessenger: %s; taken as false",
+            exc,
+        )
+        return False
 
 
 def _identifier(payload: Mapping[str, Any], field: str) -> str | None:
-    value = payload.get(field)
-    if value is None:
-        return None
-    if type(value) is str:
-        return value.strip() or None
-    if type(value) is int:
-        return str(value)
-    if type(value) is float and value.is_integer():
-        return str(int(value))
-    raise PayloadError(field, f"expected a string or a number id, got {_show(value)}")
+    return read_id(payload.get(field), field)
 
 
 def _text(payload: Mapping[str, Any], field: str) -> str | None:
-    value = payload.get(field)
-    if value is None or type(value) is str:
-        return value
-    if type(value) in (int, float):
-        return str(value)
-    raise PayloadError(field, f"expected a string, got {_show(value)}")
+    return read_text(payload.get(field), field)
 
 
 def _contacts(payload: Mapping[str, Any]) -> str | Mapping[str, Any] | list[Any] | None:
@@ -115,7 +92,7 @@ def _contacts(payload: Mapping[str, Any]) -> str | Mapping[str, Any] | list[Any]
         return value
     if type(value) in (int, float):
         return str(value)  # a phone number sent as a number
-    raise PayloadError("contacts", f"expected a string or an object, got {_show(value)}")
+    raise PayloadError("contacts", f"expected a string or an object, got {show(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -223,9 +200,6 @@ class AIMessage:
         )
 
 
-_FORM = "application/x-www-form-urlencoded"
-
-
 def parse_ai_webhook(
     body: bytes | str | Mapping[str, Any], content_type: str | None = None
 ) -> AIMessage:
@@ -242,28 +216,4 @@ def parse_ai_webhook(
     """
     if isinstance(body, Mapping):
         return AIMessage.from_mapping(body)
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            raise PayloadError("", "body is not UTF-8 text") from None
-    else:
-        text = body
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media.startswith("multipart/"):
-        raise PayloadError("", "multipart bodies are not supported; send JSON or a form")
-    as_json = media == "application/json" or media.endswith("+json")
-    if media != _FORM and not as_json:
-        as_json = text.lstrip().startswith(("{", "["))
-    if as_json:
-        try:
-            decoded = json.loads(text)
-        except RecursionError:
-            raise PayloadError("", "body is not valid JSON: nested too deeply") from None
-        except ValueError as exc:
-            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise PayloadError("", f"body is not valid JSON: {problem}") from None
-        if not isinstance(decoded, dict):
-            raise PayloadError("", "expected a JSON object")
-        return AIMessage.from_mapping(decoded)
-    return AIMessage.from_mapping(dict(parse_qsl(text, keep_blank_values=True)))
+    return AIMessage.from_mapping(decode_object(body, content_type, forms=True))
