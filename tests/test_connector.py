@@ -496,3 +496,28 @@ def test_acknowledges_before_a_slow_bot_finishes(channel: RecordingChannelServer
         channel.wait_for(1)
     assert elapsed < 5  # the bot blocks for up to 10 s; only the background runner answers first
     connector.close()
+
+
+def test_files_require_state_processes_only_ready_files() -> None:
+    from omnichannel import Request
+    from omnichannel.testing import RecordingChannelServer
+    from omnichannel.testing.events import file_event
+
+    with RecordingChannelServer() as channel:
+        strict = Connector(
+            token="strict-t", channel_url=channel.channel_url, inline=True, files_require_state=True
+        )
+        path = strict.webhook_path
+        for state, message_id in (None, "f1"), ("uploading", "f2"), ("ready", "f3"):
+            event = file_event(
+                "https://files.example/a.pdf",
+                state=state,
+                message_id=message_id,
+                file_id=message_id,
+            )
+            response = strict.handle(Request("POST", path, body=json.dumps(event).encode()))
+            assert response.status == 200
+        assert strict.drain(5)
+        strict.close()
+        # only the file whose state said "ready" reached the (echo) bot
+        assert len(channel.calls) == 1 and "f3" in channel.calls[0].text

@@ -278,28 +278,17 @@ def test_a_non_bot_conversation_is_recorded_not_answered() -> None:
 
 MALFORMED: list[tuple[bytes, str]] = [
     (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "JSON object"),
+    (b"[1, 2]", "must be an object"),
     (json.dumps({"Event": "Incoming message", "Message": "hi"}).encode(), "Conversationid"),
     (json.dumps({"Event": ["Incoming message"], "Conversationid": "c"}).encode(), "Event"),
     (json.dumps({"Event": "FB POSTBACK", "Conversationid": "c"}).encode(), "PostbackPayload"),
-    (
-        json.dumps(
-            {
-                "Event": "Incoming message",
-                "Conversationid": "conv-m",
-                "Messageid": "m-1",
-                "Message": "hi",
-                "Timestamp": "yesterday",
-            }
-        ).encode(),
-        "Timestamp",
-    ),
+    (json.dumps({"Event": "Incoming message", "Conversationid": {"id": 1}}).encode(), "Conver"),
 ]
 
 
 def test_a_malformed_body_gets_a_4xx_and_does_not_count_toward_deactivation() -> None:
     with running(echo_bot()) as (webex, adapter):
-        for body, field in MALFORMED:
+        for n, (body, field) in enumerate(MALFORMED):
             delivery = webex.send(body).wait()
             assert delivery.state == "rejected", body
             assert len(delivery.attempts) == 1, "a refused body must not be retried"
@@ -308,15 +297,34 @@ def test_a_malformed_body_gets_a_4xx_and_does_not_count_toward_deactivation() ->
             error = json.loads(attempt.response_text)["error"]
             assert field in error
             assert "Traceback" not in error
+            assert webex.send_message("conv-ok", f"ok {n}").wait().state == "delivered"
         assert webex.active
         assert webex.peak_consecutive_failures == 0
 
-        # the malformed event did not use up its Messageid: the corrected one is processed
-        fixed = webex.send_message("conv-m", "hi", message_id="m-1").wait()
-        assert fixed.state == "delivered"
+        # an unreadable Timestamp is no reason to lose the message: kept without a time
+        odd = {"Event": "Incoming message", "Conversationid": "conv-m", "Messageid": "m-1",
+               "Message": "hi", "Timestamp": "02/01/2024"}  # fmt: skip
+        assert webex.send(json.dumps(odd).encode()).wait().state == "delivered"
         assert adapter.drain()
         assert webex.texts("conv-m") == ["echo: hi"]
         assert webex.peak_consecutive_failures == 0
+
+
+def test_malformed_events_in_a_row_never_reach_the_deactivation_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with running(echo_bot()) as (webex, adapter):
+        statuses = [webex.send(b"{not json").wait().attempts[0].status for _ in range(6)]
+        # two refusals (the cap), then one acknowledged and recorded (which ends the run, as it
+        # does for Webex Connect's count): never more than two failures in a row
+        assert statuses == [400, 400, 200, 400, 400, 200]
+        assert webex.active and webex.peak_consecutive_failures <= 2
+        assert len(adapter.malformed_events) == 2
+        assert "not valid JSON" in adapter.malformed_events[0].problem
+        assert "malformed event acknowledged" in caplog.text
+        # a good event ends the run: the next malformed one is refused again
+        assert webex.send_message("conv-x", "hi").wait().state == "delivered"
+        assert webex.send(b"[]").wait().attempts[0].status == 400
 
 
 def test_an_overloaded_bot_never_causes_five_consecutive_failures() -> None:
@@ -687,12 +695,24 @@ def test_timestamps_parse_to_aware_utc(text: str, expected: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["yesterday", "2024-02-30 10:00:00.00", "2024-03-05 10:11:12.1234567"]
+    "bad", ["yesterday", "2024-02-30 10:00:00.00", "02/01/2024", [2024], {"t": 1}, True]
 )
-def test_bad_timestamps_name_the_field(bad: str) -> None:
-    with pytest.raises(PayloadError) as raised:
-        parse_webex_event({"Event": "Incoming message", "Conversationid": "c", "Timestamp": bad})
-    assert raised.value.path == "Timestamp"
+def test_an_unreadable_timestamp_keeps_the_event_without_a_time(bad: object) -> None:
+    payload = {
+        "Event": "Incoming message",
+        "Conversationid": "c",
+        "Message": "hi",
+        "Timestamp": bad,
+    }
+    event = parse_webex_event(payload)
+    assert isinstance(event, WebexIncomingMessage)
+    assert (event.message, event.timestamp, event.raw["Timestamp"]) == ("hi", None, bad)
+    # other forms of a time are read (an offset, a Z, more digits, RFC 2822)
+    for text in ("2024-03-05 10:11:12.1234567", "2024-03-05T13:11:12+03:00",
+                 "Tue, 05 Mar 2024 10:11:12 GMT"):  # fmt: skip
+        event = parse_webex_event({**payload, "Timestamp": text})
+        assert event.timestamp == datetime(2024, 3, 5, 10, 11, 12, 123456 if "." in text else 0,
+                                           tzinfo=timezone.utc)  # fmt: skip
 
 
 def test_reply_timestamps_are_gmt_with_milliseconds() -> None:
@@ -765,3 +785,35 @@ def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "verifies the bot endpoint: True" in out
     assert "eventid 1002" in out
     assert "You chose Help (help)." in out
+
+
+def test_the_access_token_and_the_secret_path_keep_others_out() -> None:
+    reached: list[str] = []
+    bot = Bot()
+    bot.on_text(lambda turn: reached.append(turn.text or ""))
+    adapter = WebexConnectBot(
+        bot, "http://127.0.0.1:9/events/x", "verify-me", access_token="bot-access-7f",
+        secret="s3cret-path", path="/webex", inline=True,
+    )  # fmt: skip
+    adapter.runtime.outbox.register(adapter.destination, lambda payload: None)
+    event = json.dumps({"Event": "Incoming message", "Conversationid": "c1", "Message": "hi",
+                        "Messageid": "m1"}).encode()  # fmt: skip
+    url = adapter.webhook_path
+    assert url == "/webex/s3cret-path"
+
+    def post(path: str, headers: dict[str, str], query: str = "") -> int:
+        return adapter.handle(Request("POST", path, headers, event, query)).status
+
+    assert post("/webex/wrong", {"Authorization": "Bearer bot-access-7f"}) == 403
+    assert post("/other/s3cret-path", {"Authorization": "Bearer bot-access-7f"}) == 404
+    assert post(url, {}) == 401
+    assert post(url, {"Authorization": "Bearer nope"}) == 403
+    assert reached == []  # none of them reached the bot
+    assert post(url, {"Authorization": "Bearer bot-access-7f"}) == 200
+    assert post(url, {"X-Access-Token": "bot-access-7f"}) == 200  # a repeat: deduped
+    assert post(url, {}, "access_token=bot-access-7f") == 200
+    assert reached == ["hi"]
+    # the verification request needs the secret path, not the access token
+    assert adapter.handle(Request("GET", url)).body == b"verify-me"
+    assert adapter.handle(Request("GET", "/webex/wrong")).status == 403
+    adapter.close()

@@ -191,6 +191,8 @@ class Connector(WebhookChannel):
         handover: ``handover(turn, params)`` for ``turn.handover()``. By default a handover sends
             ``handover_text`` (when set) and calls Webim's ``redirect_chat`` when ``operator_id``
             or ``dep_key`` is given, else raises ``NotSupported``.
+        files_require_state: process a file only when its ``state`` is ``"ready"``, as seed 000
+            says (by default a file without a ``state``, as Webim 2.0 sends them, is ready too).
         name: distinguishes several connectors sharing one store.
     """
 
@@ -213,6 +215,7 @@ class Connector(WebhookChannel):
         malformed_status: int = 500,
         handover: Handover | None = None,
         handover_text: str | None = None,
+        files_require_state: bool = False,
         name: str = "omnichannel",
         **runtime_options: Any,
     ) -> None:
@@ -229,6 +232,7 @@ class Connector(WebhookChannel):
         self._token = token.encode()
         self._handover = handover
         self.handover_text = handover_text
+        self.files_require_state = files_require_state
         self._attach(runtime, name, store=store, inline=inline, **runtime_options)
 
     def __repr__(self) -> str:
@@ -276,7 +280,10 @@ class Connector(WebhookChannel):
         deliveries: list[Delivery] = []
         body: str | None = None
         for index, message in enumerate(event.messages):
-            if isinstance(message, FileMessage) and not message.ready:
+            if isinstance(message, FileMessage) and not (
+                message.ready
+                and (message.file.state == "ready" or not self.files_require_state)
+            ):
                 log.info(
                     "omnichannel: chat %s: file in state %r not processed",
                     chat,

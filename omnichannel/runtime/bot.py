@@ -393,11 +393,12 @@ class Bot:
     def _select(self, turn: Turn) -> list[tuple[Handler, Matcher | None]]:
         # the handlers of the kind whose pattern matches; else its handlers without a pattern;
         # else the same among the on_message ones
+        Chosen = list[tuple[Handler, Matcher | None]]
         for candidates in (self._by_kind.get(type(turn.message)) or [], self._any):
-            matched = [(h, m) for h, m in candidates if m is not None and m(turn)]
+            matched: Chosen = [(h, m) for h, m in candidates if m is not None and m(turn)]
             if matched:
                 return matched
-            bare = [(h, m) for h, m in candidates if m is None]
+            bare: Chosen = [(h, None) for h, m in candidates if m is None]
             if bare:
                 return bare
         return []

@@ -5,11 +5,13 @@ record it keeps, and the rendering of the bot's replies into ``eventid`` 1001 / 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import mimetypes
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 from urllib.parse import unquote, urlsplit
@@ -31,11 +33,10 @@ from omnichannel.channels.webex.events import (
     WebexIncomingMessage,
     WebexPostback,
     WebexUnknownEvent,
-    json_type,
     looks_like_event,
     parse_webex_event,
 )
-from omnichannel.codec import decode_json
+from omnichannel.decoding import decode_object
 from omnichannel.errors import ConfigurationError, PayloadError
 from omnichannel.models import (
     Button,
@@ -70,6 +71,7 @@ __all__ = [
     "CopiedMessageHandler",
     "DeliveryStatusHandler",
     "KeyboardRenderer",
+    "MalformedEvent",
     "WebexConnectBot",
     "WebexConversation",
 ]
@@ -102,6 +104,23 @@ class WebexConversation:
     handed_over_at: float | None = None
     handover_params: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
     copies: tuple[Mapping[str, Any], ...] = ()
+
+
+@attrs.frozen
+class MalformedEvent:
+    """An event that could not be read, acknowledged so as not to reach Webex Connect's limit of
+    consecutive failures: the problem and the body's first 4 KiB."""
+
+    problem: str
+    body: bytes = attrs.field(repr=False)
+
+
+def _access_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "").strip()
+    if header:
+        scheme, _, rest = header.partition(" ")
+        return rest.strip() if rest and scheme.lower() in ("bearer", "token") else header
+    return request.headers.get("x-access-token") or request.query_params.get("access_token")
 
 
 def _body_text(body: bytes) -> str:
@@ -151,8 +170,16 @@ class WebexConnectBot(WebhookChannel):
         path: when set, other paths get 404.
         max_body: inbound bodies over this many bytes are refused (``malformed_status``).
         malformed_status: the 4xx for a malformed body (400 by default).
-        max_consecutive_refusals: 503s answered in a row before an event is acknowledged
-            anyway.
+        max_consecutive_refusals: refusals (503, or ``malformed_status`` for a malformed event)
+            answered in a row before an event is acknowledged anyway, whatever it is: Webex
+            Connect switches the webhook off after five consecutive failures. A malformed event
+            acknowledged so is logged (WARNING) and kept in :attr:`malformed_events`.
+        access_token: the IMI BOT access token (seed 002: "for verification in every
+            interaction"): when set, every event must carry it (``Authorization: Bearer …`` or
+            the bare token, an ``X-Access-Token`` header, or an ``access_token`` query
+            parameter), else 401 (missing) or 403 (wrong), and the bot never sees it.
+        secret: when set, the webhook URL's last path segment (:attr:`webhook_path`), compared
+            in constant time; any other path gets 403.
         message_eventid, handover_eventid: the ``eventid`` of a message and of the handover.
         close_eventid: when set, :meth:`close_conversation` sends it.
         message_type: the ``Messagetype`` of text replies.
@@ -190,6 +217,8 @@ class WebexConnectBot(WebhookChannel):
         max_body: int = 1 << 20,
         malformed_status: int = 400,
         max_consecutive_refusals: int = 2,
+        access_token: str | None = None,
+        secret: str | None = None,
         message_eventid: str = EVENT_MESSAGE,
         handover_eventid: str = EVENT_HANDOVER,
         close_eventid: str | None = None,
@@ -237,6 +266,11 @@ class WebexConnectBot(WebhookChannel):
         self.max_body = max_body
         self.malformed_status = malformed_status
         self.max_consecutive_refusals = max(0, max_consecutive_refusals)
+        if secret is not None and (not secret or "/" in secret):
+            raise ConfigurationError("secret must be a non-empty URL path segment")
+        self._access_token = access_token.encode() if access_token else None
+        self._secret = secret.encode() if secret else None
+        self.malformed_events: deque[MalformedEvent] = deque(maxlen=100)
         self.message_eventid = message_eventid
         self.handover_eventid = handover_eventid
         self.close_eventid = close_eventid
@@ -260,15 +294,41 @@ class WebexConnectBot(WebhookChannel):
 
     # inbound: the pipeline's hooks ----------------------------------------------------------
     def route(self, request: Request) -> Response | None:
-        """404 for another path than ``path`` (when set)."""
-        if self.path is not None and request.path.rstrip("/") != self.path:
+        """404 for another path than ``path`` (when set; with a ``secret``, ``path/{secret}``)."""
+        if self.path is None:
+            return None
+        path = request.path.rstrip("/")
+        if self._secret is not None:
+            path = path.rsplit("/", 1)[0]
+        if path != self.path:
             return Response.error(404, "Not found.")
         return None
 
+    @property
+    def webhook_path(self) -> str:
+        """The path to give Webex Connect: ``/webex/{secret}`` with a ``secret``, else ``path``
+        (or ``/webex``). It contains the secret: never log it."""
+        if self._secret is not None:
+            return f"{self.path or '/webex'}/{self._secret.decode()}"
+        return self.path or "/webex"
+
     def verify(self, request: Request) -> Response | None:
-        """A GET or HEAD is a verification request: answered with the token."""
+        """The URL's secret (403), a GET or HEAD verification request (answered with the
+        token), and the access token of an event (401 / 403)."""
+        if self._secret is not None:
+            given = request.path.rstrip("/").rsplit("/", 1)[-1].encode()
+            if not hmac.compare_digest(given, self._secret):
+                return Response.error(403, "Forbidden: the webhook URL's secret does not match.")
         if request.method in ("GET", "HEAD"):
             return self._acknowledge()
+        if self._access_token is not None and request.body.strip():
+            given_token = _access_token(request)
+            if given_token is None:
+                log.info("webex: an event without the access token refused (401)")
+                return Response.error(401, "The access token is missing.")
+            if not hmac.compare_digest(given_token.encode(), self._access_token):
+                log.info("webex: an event with a wrong access token refused (403)")
+                return Response.error(403, "Forbidden: wrong access token.")
         return None
 
     def too_large(self) -> Response:
@@ -282,15 +342,13 @@ class WebexConnectBot(WebhookChannel):
             log.info("webex: empty POST answered as a verification request")
             return self._acknowledge()
         try:
-            data = decode_json(body)
-            if not isinstance(data, Mapping):
-                raise PayloadError("", f"body must be a JSON object, got {json_type(data)}")
+            data = decode_object(body, forms=False)
             if not looks_like_event(data):
                 log.info("webex: POST without event fields answered as a verification request")
                 return self._acknowledge()
             event = parse_webex_event(data)
         except PayloadError as exc:
-            return self._malformed(str(exc))
+            return self._malformed(str(exc), body)
         if isinstance(event, WebexUnknownEvent):
             log.info("webex: event %r acknowledged and ignored", event.event)
             return []
@@ -351,9 +409,25 @@ class WebexConnectBot(WebhookChannel):
             return Response.json(200, {"token": self._token})
         return Response(200, self._token, {"Content-Type": "text/plain; charset=utf-8"})
 
-    def _malformed(self, problem: str) -> Response:
-        log.info("webex: malformed event refused (%d): %s", self.malformed_status, problem)
-        return Response.error(self.malformed_status, f"Malformed Webex Connect event: {problem}")
+    def _malformed(self, problem: str, body: bytes = b"") -> Response:
+        # a refusal like a 503: at most max_consecutive_refusals in a row, then acknowledged
+        with self._lock:
+            refuse = self._refusals < self.max_consecutive_refusals
+            if refuse:
+                self._refusals += 1
+        if refuse:
+            log.info("webex: malformed event refused (%d): %s", self.malformed_status, problem)
+            return Response.error(
+                self.malformed_status, f"Malformed Webex Connect event: {problem}"
+            )
+        self.malformed_events.append(MalformedEvent(problem=problem, body=body[:4096]))
+        log.warning(
+            "webex: malformed event acknowledged (%d refusals in a row already; Webex Connect "
+            "switches the webhook off after 5) and recorded in malformed_events: %s",
+            self.max_consecutive_refusals,
+            problem,
+        )
+        return self._acknowledge()
 
     def _delivery_key(
         self, event: WebexIncomingMessage | WebexPostback | WebexDeliveryStatus

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from omnichannel.codec import decode_json
+from omnichannel.decoding import decode_object, missing, read_id, read_timestamp
 from omnichannel.errors import PayloadError
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "parse_webex_event",
     "parse_webex_timestamp",
 ]
+
+log = logging.getLogger(__name__)
 
 INCOMING_MESSAGE = "Incoming message"
 """``Event`` of a customer's message."""
@@ -205,21 +208,6 @@ def _fold(key: str) -> str:
     return key.replace("_", "").replace("-", "").replace(" ", "").lower()
 
 
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type (for error messages)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return "object"
-
-
 class _Fields:
     """Case- and underscore-insensitive access to an event's fields, with errors naming them."""
 
@@ -238,21 +226,14 @@ class _Fields:
     def ident(self, folded: str, *, required: bool = False) -> str | None:
         """An identifier: a string or a number (kept as text); empty means absent."""
         name, value = self._get(folded)
-        if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
-            raise PayloadError(name, f"expected a string, got {json_type(value)}")
-        text = "" if value is None else str(value).strip()
-        if not text:
-            if required:
-                raise PayloadError(name, "required field is missing", missing=True)
-            return None
-        return text
+        return read_id(value, name, required=required)
 
     def text(self, folded: str, *, required: bool = False) -> str | None:
         """Content: a string as sent; other JSON is kept as its JSON text (tolerant reader)."""
         name, value = self._get(folded)
         if value is None or value == "":
             if required:
-                raise PayloadError(name, "required field is missing", missing=True)
+                missing(name)
             return None if value is None else ""
         if isinstance(value, str):
             return value
@@ -262,15 +243,14 @@ class _Fields:
         return self._get(folded)[1]
 
     def timestamp(self) -> datetime | None:
+        """The event's time; one that cannot be read is ``None`` (the event is kept: its
+        ``raw`` has the text), never a reason to refuse the event."""
         name, value = self._get("timestamp")
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise PayloadError(name, f"expected a string, got {json_type(value)}")
         try:
-            return parse_webex_timestamp(value)
-        except ValueError as exc:
-            raise PayloadError(name, str(exc)) from None
+            return read_timestamp(value, name)
+        except PayloadError as exc:
+            log.info("webex: %s; the event is kept without a time", exc)
+            return None
 
 
 def _kind(event: str) -> Literal["message", "postback", "delivery"] | None:
@@ -301,11 +281,10 @@ def parse_webex_event(body: bytes | bytearray | memoryview | str | Mapping[str, 
         PayloadError: the body is not a JSON object, a required field (``Event``,
             ``Conversationid``, a postback's ``PostbackPayload``, a delivery's
             ``DeliveryStatus``) is missing, an identifier is not a string, or ``Timestamp``
-            is not a GMT ``YYYY-MM-DD hh:mm:ss.SS``; ``.path`` names the field.
+            is not a GMT ``YYYY-MM-DD hh:mm:ss.SS``; ``.path`` names the field. An unreadable
+            ``Timestamp`` is not an error: the event's ``timestamp`` is ``None``.
     """
-    data: Any = body if isinstance(body, Mapping) else decode_json(body)
-    if not isinstance(data, Mapping):
-        raise PayloadError("", f"body must be a JSON object, got {json_type(data)}")
+    data: Any = body if isinstance(body, Mapping) else decode_object(body, forms=False)
     fields = _Fields(data)
     event = fields.ident("event", required=True)
     assert event is not None
