@@ -1,7 +1,10 @@
-"""The command line: ``omnichannel serve``, ``worker``, ``demo`` and ``outbox``.
+"""The command line: ``omnichannel serve``, ``worker``, ``check``, ``demo`` and ``outbox``.
 
-Every ``serve`` flag can also come from an ``OMNICHANNEL_*`` environment variable
-(``--channel-url`` ↔ ``OMNICHANNEL_CHANNEL_URL``); a flag given on the command line wins.
+``serve`` and ``worker`` host the channels of ``--config omnichannel.toml``
+(:mod:`omnichannel.config`), or the one omnichannel connector the flags describe. Every flag can
+also come from an ``OMNICHANNEL_*`` environment variable (``--channel-url`` ↔
+``OMNICHANNEL_CHANNEL_URL``); a flag given on the command line wins. A misconfiguration is one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from omnichannel import __version__
-from omnichannel.channels.omnichannel import WEBHOOK_PATH, Connector
+from omnichannel.config import Config, Deployment, build, config_from_mapping, load_config
 from omnichannel.errors import ConfigurationError
 from omnichannel.integrations.server import LocalServer
 from omnichannel.runtime.bot import Bot
-from omnichannel.runtime.pipeline import Runtime
 from omnichannel.runtime.stores import Store, open_store
 
 __all__ = ["load_bot", "main"]
@@ -43,17 +47,31 @@ def _env(name: str, default: str | None = None) -> str | None:
 def load_bot(spec: str) -> Bot:
     """Load a bot from ``module:attribute`` or ``path/to/file.py:attribute``.
 
-    The attribute may be a :class:`Bot` or a callable returning one.
+    The attribute may be a :class:`Bot` or a callable returning one. The current directory is
+    on ``sys.path`` while importing (as for ``flask`` or ``uvicorn``), so ``mybot:bot`` works
+    from the bot's directory.
     """
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "bot"
+    if not module_name:
+        raise ConfigurationError(f"--bot: expected module:attribute, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     if module_name.endswith(".py"):
         path = Path(module_name)
+        if not path.is_file():
+            raise ConfigurationError(f"--bot: no such file {module_name}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         if module_spec is None or module_spec.loader is None:
             raise ConfigurationError(f"--bot: cannot load {module_name}")
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"--bot: {module_name} raised {type(exc).__name__} while loading: {exc}"
+            ) from exc
     else:
         try:
             module = importlib.import_module(module_name)
@@ -71,7 +89,36 @@ def load_bot(spec: str) -> Bot:
 
 
 # serve and worker -----------------------------------------------------------------------------
+def _number(kind: type[Any], flag: str, minimum: float | None = None) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects a number, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be {minimum} or more, got {text}")
+        return value
+
+    return convert
+
+
+def _env_number(name: str, kind: type[Any], flag: str, minimum: float | None = None) -> Any:
+    text = _env(name)
+    if text is None:
+        return None
+    try:
+        return _number(kind, flag, minimum)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigurationError(f"OMNICHANNEL_{name}: {exc}") from None
+
+
 def _add_channel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default=_env("CONFIG"),
+        help="an omnichannel.toml hosting any set of channels (OMNICHANNEL_CONFIG); the flags "
+        "below override its values",
+    )
     p.add_argument(
         "--token", default=_env("TOKEN"), help="the {token} of the webhook URL (OMNICHANNEL_TOKEN)"
     )
@@ -92,49 +139,51 @@ def _add_channel_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--store",
-        default=_env("STORE", DEFAULT_STORE),
+        default=_env("STORE"),
         help="memory://, sqlite:///path.db or redis://host:port/0 "
         f"(OMNICHANNEL_STORE; default {DEFAULT_STORE})",
     )
     p.add_argument(
         "--workers",
-        type=int,
-        default=int(_env("WORKERS", "8") or 8),
-        help="turns run at once (OMNICHANNEL_WORKERS)",
+        type=_number(int, "--workers", 1),
+        default=_env_number("WORKERS", int, "--workers", 1),
+        help="turns run at once (OMNICHANNEL_WORKERS; default 8)",
     )
     p.add_argument(
         "--shutdown-timeout",
-        type=float,
-        default=float(_env("SHUTDOWN_TIMEOUT", "30") or 30),
-        help="seconds to finish running turns and due replies on SIGTERM",
+        type=_number(float, "--shutdown-timeout", 0),
+        default=_env_number("SHUTDOWN_TIMEOUT", float, "--shutdown-timeout", 0),
+        help="seconds to finish running turns and due replies on SIGTERM (default 30)",
     )
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (OMNICHANNEL_LOG_LEVEL; default INFO)",
+    )
 
 
 def _add_serve(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve the omnichannel webhook (and run the bot)")
-    p.add_argument(
-        "--host", default=_env("HOST", "127.0.0.1"), help="bind address (OMNICHANNEL_HOST)"
-    )
+    p = sub.add_parser("serve", help="serve the channels' webhooks (and run the bot)")
+    p.add_argument("--host", default=_env("HOST"), help="bind address (OMNICHANNEL_HOST)")
     p.add_argument(
         "--port",
-        type=int,
-        default=int(_env("PORT", "8080") or 8080),
-        help="port (OMNICHANNEL_PORT)",
+        type=_number(int, "--port", 0),
+        default=_env_number("PORT", int, "--port", 0),
+        help="port (OMNICHANNEL_PORT; default 8080)",
     )
     p.add_argument(
         "--max-pending",
-        type=int,
-        default=int(_env("MAX_PENDING", "10000") or 10000),
+        type=_number(int, "--max-pending", 0),
+        default=_env_number("MAX_PENDING", int, "--max-pending", 0),
         help="turns waiting in the inbox above which the webhook answers 503 + Retry-After "
-        "(OMNICHANNEL_MAX_PENDING)",
+        "(OMNICHANNEL_MAX_PENDING; default 10000)",
     )
     p.add_argument(
         "--max-ack-delay",
-        type=float,
-        default=float(_env("MAX_ACK_DELAY", "0.25") or 0.25),
+        type=_number(float, "--max-ack-delay", 0),
+        default=_env_number("MAX_ACK_DELAY", float, "--max-ack-delay", 0),
         help="seconds an acknowledgement may wait while the bot is behind (0: never) "
-        "(OMNICHANNEL_MAX_ACK_DELAY)",
+        "(OMNICHANNEL_MAX_ACK_DELAY; default 0.25)",
     )
     p.add_argument(
         "--front-end",
@@ -149,10 +198,34 @@ def _add_serve(sub: Any) -> None:
 def _add_worker(sub: Any) -> None:
     p = sub.add_parser("worker", help="run the bot on turns stored by 'serve' front-ends (no HTTP)")
     _add_channel_options(p)
-    p.set_defaults(func=_worker, front_end=False, max_pending=10000, max_ack_delay=0.0)
+    p.set_defaults(func=_worker, front_end=False, max_pending=None, max_ack_delay=None)
 
 
-def _connector(args: argparse.Namespace, command: str) -> Connector | None:
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser("check", help="validate a configuration without serving")
+    _add_channel_options(p)
+    p.set_defaults(func=_check, front_end=True, max_pending=None, max_ack_delay=None)
+
+
+def _config(args: argparse.Namespace, command: str) -> Config | None:
+    """The configuration: the file's (when ``--config``), with the flags over it."""
+    runtime: dict[str, Any] = {}
+    for key in ("workers", "max_pending", "max_ack_delay", "shutdown_timeout"):
+        if getattr(args, key, None) is not None:
+            runtime[key] = getattr(args, key)
+    if args.config:
+        config = load_config(args.config)
+        if args.token or args.channel_url or args.channel_token:
+            raise ConfigurationError(
+                f"{args.config}: give the omnichannel channel in the file, not with --token / "
+                "--channel-url / --channel-token"
+            )
+        return attrs.evolve(
+            config,
+            bot=args.bot or config.bot,
+            store=args.store or config.store,
+            runtime={**config.runtime, **runtime},
+        )
     missing = [
         flag
         for flag, value in (("--token", args.token), ("--channel-url", args.channel_url))
@@ -160,28 +233,31 @@ def _connector(args: argparse.Namespace, command: str) -> Connector | None:
     ]
     if missing:
         print(
-            f"omnichannel {command}: missing {' and '.join(missing)} (or OMNICHANNEL_* variables)",
+            f"omnichannel {command}: missing {' and '.join(missing)} (or OMNICHANNEL_* variables, "
+            "or --config omnichannel.toml)",
             file=sys.stderr,
         )
         return None
-    if args.workers < 1:
-        raise ConfigurationError(f"--workers must be 1 or more, got {args.workers}")
-    bot = load_bot(args.bot) if args.bot else Bot()
-    runtime = Runtime(
-        store=args.store,
-        workers=args.workers,
-        max_pending=args.max_pending,
-        max_ack_delay=args.max_ack_delay,
-        background=not args.front_end,
-    )
-    _warn_without_persistence(runtime.store)
-    return Connector(
-        bot,
-        token=args.token,
-        channel_url=args.channel_url,
-        channel_token=args.channel_token,
-        runtime=runtime,
-    )
+    channel = {"kind": "omnichannel", "token": args.token, "channel_url": args.channel_url}
+    if args.channel_token:
+        channel["channel_token"] = args.channel_token
+    data: dict[str, Any] = {
+        "store": args.store or DEFAULT_STORE,
+        "runtime": runtime,
+        "channel": [channel],
+    }
+    if args.bot:
+        data["bot"] = args.bot
+    return config_from_mapping(data, source="the command line", environ={})
+
+
+def _deployment(args: argparse.Namespace, command: str) -> Deployment | None:
+    config = _config(args, command)
+    if config is None:
+        return None
+    deployment = build(config, load_bot=load_bot, background=not args.front_end)
+    _warn_without_persistence(deployment.runtime.store)
+    return deployment
 
 
 def _warn_without_persistence(store: Store) -> None:
@@ -212,15 +288,20 @@ def _on_stop_signals(stop: threading.Event, also: Any = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _stop(connector: Connector, timeout: float) -> int:
-    drained = connector.close(timeout=timeout)
+def _shutdown_timeout(deployment: Deployment) -> float:
+    return float(deployment.config.runtime.get("shutdown_timeout", 30.0))
+
+
+def _stop(deployment: Deployment) -> int:
+    runtime = deployment.runtime
+    drained = runtime.close(timeout=_shutdown_timeout(deployment))
     log.info(
         "stopped (%s)",
         "all turns answered and replies delivered"
         if drained
         else "what is left resumes at the next start",
     )
-    if connector.runtime.turns.inflight:
+    if runtime.turns.inflight:
         # a turn still running past the timeout: its lease makes it run again after restart;
         # don't let its thread hold the process (the pool's threads are joined at exit)
         logging.shutdown()
@@ -229,25 +310,28 @@ def _stop(connector: Connector, timeout: float) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    connector = _connector(args, "serve")
-    if connector is None:
+    deployment = _deployment(args, "serve")
+    if deployment is None:
         return 2
-    runtime = connector.runtime
+    server_options = deployment.config.server
+    host = args.host or server_options.get("host", "127.0.0.1")
+    port = args.port if args.port is not None else server_options.get("port", 8080)
+    runtime = deployment.runtime
     try:
-        server = LocalServer(connector, host=args.host, port=args.port)
+        server = LocalServer(deployment.router, host=host, port=port)
     except OSError as exc:
-        raise ConfigurationError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
-        ) from exc
+        runtime.close(0)
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     stop = threading.Event()
     _on_stop_signals(stop, server.shutdown)
-    connector.start()
+    runtime.start()
+    for line in deployment.describe():
+        log.info("channel %s", line)
     log.info(
-        "serving on http://%s:%d%s (store %s; %d turn(s) and %d reply(ies) resumed)%s",
-        args.host,
+        "serving on http://%s:%d (store %s; %d turn(s) and %d reply(ies) resumed)%s",
+        host,
         server.port,
-        WEBHOOK_PATH.format(token="***"),  # noqa: S106 - the mask, not a secret
-        args.store.split("://", 1)[0],
+        deployment.config.store.split("://", 1)[0],
         runtime.store.pending("inbox"),
         runtime.store.pending("outbox"),
         "; front-end only: 'omnichannel worker' runs the bot" if args.front_end else "",
@@ -256,24 +340,40 @@ def _serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.stop()
-    return _stop(connector, args.shutdown_timeout)
+    return _stop(deployment)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    connector = _connector(args, "worker")
-    if connector is None:
+    deployment = _deployment(args, "worker")
+    if deployment is None:
         return 2
     stop = threading.Event()
     _on_stop_signals(stop)
-    connector.start()
+    runtime = deployment.runtime
+    runtime.start()
+    for line in deployment.describe():
+        log.info("channel %s", line)
     log.info(
         "worker running %d bot thread(s) on store %s (%d turn(s) waiting)",
-        args.workers,
-        args.store.split("://", 1)[0],
-        connector.runtime.store.pending("inbox"),
+        deployment.config.runtime.get("workers", 8),
+        deployment.config.store.split("://", 1)[0],
+        runtime.store.pending("inbox"),
     )
     stop.wait()
-    return _stop(connector, args.shutdown_timeout)
+    return _stop(deployment)
+
+
+def _check(args: argparse.Namespace) -> int:
+    deployment = _deployment(args, "check")
+    if deployment is None:
+        return 2
+    try:
+        for line in deployment.describe():
+            print(line)
+        print(f"ok: {len(deployment.channels)} channel(s), store {deployment.config.store}")
+    finally:
+        deployment.runtime.store.close()
+    return 0
 
 
 # demo -----------------------------------------------------------------------------------------
@@ -375,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_worker(sub)
+    _add_check(sub)
     _add_demo(sub)
     _add_outbox(sub)
     return parser

@@ -281,8 +281,7 @@ class Connector(WebhookChannel):
         body: str | None = None
         for index, message in enumerate(event.messages):
             if isinstance(message, FileMessage) and not (
-                message.ready
-                and (message.file.state == "ready" or not self.files_require_state)
+                message.ready and (message.file.state == "ready" or not self.files_require_state)
             ):
                 log.info(
                     "omnichannel: chat %s: file in state %r not processed",
