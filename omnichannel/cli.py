@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -33,7 +33,7 @@ from omnichannel.integrations.server import LocalServer
 from omnichannel.runtime.bot import Bot
 from omnichannel.runtime.stores import Store, open_store
 
-__all__ = ["load_bot", "main"]
+__all__ = ["load_bot", "load_object", "main"]
 
 log = logging.getLogger("omnichannel.serve")
 
@@ -51,41 +51,50 @@ def load_bot(spec: str) -> Bot:
     on ``sys.path`` while importing (as for ``flask`` or ``uvicorn``), so ``mybot:bot`` works
     from the bot's directory.
     """
+    value = load_object(spec, "--bot", default="bot")
+    if not isinstance(value, Bot) and callable(value):
+        value = value()
+    if not isinstance(value, Bot):
+        raise ConfigurationError(f"--bot: {spec} is not an omnichannel.Bot")
+    return value
+
+
+def load_object(spec: str, what: str, *, default: str | None = None) -> Any:
+    """The attribute named by ``module:attribute`` or ``path/to/file.py:attribute``.
+
+    Raises:
+        ConfigurationError: one line naming ``what`` when the module or attribute is missing.
+    """
     module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "bot"
-    if not module_name:
-        raise ConfigurationError(f"--bot: expected module:attribute, got {spec!r}")
+    attribute = attribute or (default or "")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{what}: expected module:attribute, got {spec!r}")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise ConfigurationError(f"--bot: no such file {module_name}")
+            raise ConfigurationError(f"{what}: no such file {module_name}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         if module_spec is None or module_spec.loader is None:
-            raise ConfigurationError(f"--bot: cannot load {module_name}")
+            raise ConfigurationError(f"{what}: cannot load {module_name}")
         module = importlib.util.module_from_spec(module_spec)
         try:
             module_spec.loader.exec_module(module)
         except Exception as exc:
             raise ConfigurationError(
-                f"--bot: {module_name} raised {type(exc).__name__} while loading: {exc}"
+                f"{what}: {module_name} raised {type(exc).__name__} while loading: {exc}"
             ) from exc
     else:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigurationError(f"--bot: cannot import {module_name!r}: {exc}") from exc
+            raise ConfigurationError(f"{what}: cannot import {module_name!r}: {exc}") from exc
     try:
-        value = getattr(module, attribute)
+        return getattr(module, attribute)
     except AttributeError:
-        raise ConfigurationError(f"--bot: {module_name} has no attribute {attribute!r}") from None
-    if not isinstance(value, Bot) and callable(value):
-        value = value()
-    if not isinstance(value, Bot):
-        raise ConfigurationError(f"--bot: {spec} is not an omnichannel.Bot")
-    return value
+        raise ConfigurationError(f"{what}: {module_name} has no attribute {attribute!r}") from None
 
 
 # serve and worker -----------------------------------------------------------------------------
@@ -405,7 +414,7 @@ def _add_outbox(sub: Any) -> None:
         default=_env("STORE", DEFAULT_STORE),
         help="the store serve uses (OMNICHANNEL_STORE)",
     )
-    ops = p.add_subparsers(dest="op", required=True)
+    ops = p.add_subparsers(dest="op", required=True, parser_class=_Parser)
     ls = ops.add_parser("list", help="list dead letters (and the number of pending replies)")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     retry = ops.add_parser("retry", help="send dead letters again")
@@ -414,6 +423,8 @@ def _add_outbox(sub: Any) -> None:
     drop = ops.add_parser("drop", help="delete dead letters for good")
     drop.add_argument("ids", nargs="*")
     drop.add_argument("--all", action="store_true")
+    for op in (ls, retry, drop):  # `outbox list --store X` as well as `outbox --store X list`
+        op.add_argument("--store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=_outbox)
 
 
@@ -468,11 +479,18 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 # main -----------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``omnichannel serve: error: …``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``omnichannel`` command."""
-    parser = argparse.ArgumentParser(prog="omnichannel", description="Connect a bot to channels.")
+    parser = _Parser(prog="omnichannel", description="Connect a bot to channels.")
     parser.add_argument("--version", action="version", version=f"omnichannel {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_serve(sub)
     _add_worker(sub)
     _add_check(sub)

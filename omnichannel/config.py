@@ -83,6 +83,10 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("api_key", "task_id", "secret", "channel"),
         ("name", "base_url", "handover_text"),
     ),
+    "channel-server": (
+        ("on_reply",),
+        ("name", "token", "secret", "path", "on_close", "on_redirect", "dedupe_window"),
+    ),
 }
 _SECRET_KEYS = ("token", "secret", "api_key", "verification_token", "access_token")
 
@@ -119,7 +123,10 @@ def _substitute(value: Any, source: str, where: str, environ: Mapping[str, str])
     if isinstance(value, list):
         return [_substitute(v, source, f"{where}[{i}]", environ) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _substitute(v, source, f"{where}.{k}", environ) for k, v in value.items()}
+        return {
+            k: _substitute(v, source, f"{where}.{k}" if where else k, environ)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -242,7 +249,10 @@ def build(
     load_bot: Callable[[str], Bot],
     background: bool = True,
 ) -> Deployment:
-    """Make the runtime and every channel of ``config`` (nothing is started)."""
+    """Make the runtime and every channel of ``config`` (nothing is started).
+
+    ``load_bot(spec)`` loads ``module:attribute`` (the bot, and a channel server's handlers).
+    """
     bot = load_bot(config.bot) if config.bot else Bot()
     options = {k: v for k, v in config.runtime.items() if k != "shutdown_timeout"}
     try:
@@ -257,7 +267,7 @@ def build(
             later.append((spec, index))  # needs the channel it bridges
             channels.append(None)  # type: ignore[arg-type]
             continue
-        made = _make(spec, bot, runtime, config.source, index)
+        made = _make(spec, bot, runtime, config.source, index, load_bot)
         channels[len(channels) :] = [made]
         by_name[spec["name"]] = made
     for spec, index in later:
@@ -269,10 +279,26 @@ def build(
     return Deployment(config, runtime, bot, channels, Router(channels, runtime))
 
 
-def _make(spec: Mapping[str, Any], bot: Bot, runtime: Runtime, source: str, index: int) -> Any:
+def _make(
+    spec: Mapping[str, Any],
+    bot: Bot,
+    runtime: Runtime,
+    source: str,
+    index: int,
+    load: Callable[[str], Any],
+) -> Any:
     kind, name = spec["kind"], spec["name"]
     take = {k: v for k, v in spec.items() if k not in ("kind", "name")}
     try:
+        if kind == "channel-server":
+            from omnichannel.channel_server import ChannelServer
+            from omnichannel.cli import load_object
+
+            for key in ("on_reply", "on_close", "on_redirect"):
+                if key in take:
+                    take[key] = load_object(str(take[key]), f"channel[{index}].{key}")
+            take.setdefault("path", "/channel")
+            return ChannelServer(runtime=runtime, name=name, **take)
         if kind == "omnichannel":
             from omnichannel.channels.omnichannel import Connector
 

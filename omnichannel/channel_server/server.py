@@ -237,6 +237,13 @@ class ChannelServer(WebhookChannel):
         auth = "+".join(a for a, v in (("token", self._token), ("secret", self._secret)) if v)
         return f"ChannelServer(name={self.name!r}, auth={auth!r}, path={self.path!r})"
 
+    @property
+    def webhook_path(self) -> str:
+        """The ``/send_message`` path the platform calls (with the secret, when one is set;
+        ``close_chat`` and ``redirect_chat`` sit beside it). It may contain the secret."""
+        secret = f"/{self._secret.decode()}" if self._secret else ""
+        return f"{self.path}{secret}/send_message"
+
     # handlers -------------------------------------------------------------------------------
     def _add(self, method: str, handler: Callable[[Any], Any]) -> None:
         aio.check_callable(handler, f"an {method} handler")
