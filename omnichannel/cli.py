@@ -224,7 +224,17 @@ def _config(args: argparse.Namespace, command: str) -> Config | None:
             runtime[key] = getattr(args, key)
     if args.config:
         config = load_config(args.config)
-        if args.token or args.channel_url or args.channel_token:
+        given = [  # flags given on the command line (their OMNICHANNEL_* variables may be
+            # what the file substitutes: those are not flags)
+            value
+            for value, name in (
+                (args.token, "TOKEN"),
+                (args.channel_url, "CHANNEL_URL"),
+                (args.channel_token, "CHANNEL_TOKEN"),
+            )
+            if value and value != _env(name)
+        ]
+        if given:
             raise ConfigurationError(
                 f"{args.config}: give the omnichannel channel in the file, not with --token / "
                 "--channel-url / --channel-token"

@@ -234,11 +234,9 @@ class Deployment:
         """One line per channel: its kind, name and webhook path, secrets masked."""
         lines = []
         for spec, channel in zip(self.config.channels, self.channels, strict=True):
-            path = str(getattr(channel, "webhook_path", "") or "")
-            for key in _SECRET_KEYS:
-                secret = spec.get(key)
-                if isinstance(secret, str) and secret:
-                    path = path.replace(secret, "***")
+            secrets = {spec.get(key) for key in _SECRET_KEYS} - {None, ""}
+            segments = str(getattr(channel, "webhook_path", "") or "").split("/")
+            path = "/".join("***" if part in secrets else part for part in segments)
             lines.append(f"{spec['kind']} {spec['name']!r} at {path}")
         return lines
 

@@ -257,6 +257,25 @@ def test_a_bot_in_the_current_directory_is_found(tmp_path: Path) -> None:
     assert code == 0, err
 
 
+def test_the_example_config_is_valid() -> None:
+    names = ("OMNICHANNEL_TOKEN", "OMNICHANNEL_CHANNEL_URL", "OMNICHANNEL_CHANNEL_TOKEN",
+             "OMNIDESK_API_KEY", "OMNIDESK_RULE_SECRET", "OMNIDESK_CUSTOM_SECRET",
+             "WEBEX_WEBHOOK_URL", "WEBEX_VERIFICATION_TOKEN", "WEBEX_PATH_SECRET",
+             "SITE_CHAT_TOKEN", "SITE_CHAT_URL", "PAGEMESSENGER_API_KEY",
+             "PAGEMESSENGER_TASK_ID", "PAGEMESSENGER_SECRET")  # fmt: skip
+    env = {name: f"value-{i}" for i, name in enumerate(names)}
+    env.update(OMNICHANNEL_CHANNEL_URL="http://127.0.0.1:9/c", SITE_CHAT_URL="http://127.0.0.1:9/s",
+               WEBEX_WEBHOOK_URL="http://127.0.0.1:9/e")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "omnichannel", "check", "--config", "examples/omnichannel.toml",
+         "--store", "memory://"],
+        cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ok: 6 channel(s), store memory://"
+    assert all(env[n] not in done.stdout for n in ("OMNIDESK_RULE_SECRET", "WEBEX_PATH_SECRET"))
+
+
 def test_check_prints_each_channel_with_its_path_and_secrets_masked(tmp_path: Path) -> None:
     config = tmp_path / "omnichannel.toml"
     config.write_text(
