@@ -293,3 +293,31 @@ def test_check_prints_each_channel_with_its_path_and_secrets_masked(tmp_path: Pa
         "ok: 1 channel(s), store memory://",
     ]
     assert json.dumps(done.stdout).find("secret-segment-y") == -1
+
+
+def test_a_channel_server_in_the_config_receives_the_platforms_answers(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.txt"
+    (tmp_path / "shown.py").write_text(
+        "import os\n"
+        "def show(call):\n"
+        "    with open(os.environ['REPLIES'], 'a') as f:\n"
+        "        f.write(f'{call.chat_id} {call.message.text}\\n')\n"
+    )
+    config = tmp_path / "omnichannel.toml"
+    config.write_text(
+        'store = "memory://"\n[[channel]]\nkind = "channel-server"\ntoken = "${PLATFORM_TOKEN}"\n'
+        'on_reply = "shown:show"\n'
+    )
+    env = {
+        "PLATFORM_TOKEN": "platform-token-42",
+        "REPLIES": str(replies),
+        "PYTHONPATH": str(tmp_path),
+    }
+    with serving(config, env) as (url, _):
+        body = {"chat_id": 5, "message": {"kind": "operator", "text": "Hello from the agent"}}
+        headers = {"Authorization": "Token platform-token-42"}
+        answer = requests.post(f"{url}/channel/send_message", json=body, headers=headers)
+        assert answer.status_code == 200 and answer.json() == {"result": "ok"}
+        assert requests.post(f"{url}/channel/send_message", json=body).status_code == 401
+        assert wait_until(lambda: replies.exists() and replies.read_text(), 10)
+    assert replies.read_text() == "5 Hello from the agent\n"
