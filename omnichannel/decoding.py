@@ -80,7 +80,7 @@ def wrong(path: str, expected: str, value: object) -> NoReturn:
 # ---------------------------------------------------------------------------------------------
 # bodies
 
-_LONE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -106,21 +106,23 @@ def decode_json(body: bytes | bytearray | memoryview | str) -> Any:
     U+FFFD.
     """
     try:
-        if type(body) is not bytes and type(body) is not str:
-            body = bytes(body) if not isinstance(body, str) else body
-        value = json.loads(body, parse_constant=_no_constant)
+        if type(body) is bytes:
+            text = body.decode("utf-8") if body[:1] != b"\xef" else body.decode("utf-8-sig")
+        elif type(body) is str:
+            text = body
+        else:
+            text = bytes(body).decode("utf-8")  # type: ignore[arg-type]
+        value = _decode(text)
     except RecursionError:
         raise PayloadError("", "body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limits
+    except UnicodeDecodeError:
+        raise PayloadError("", "body is not valid JSON: not UTF-8") from None
+    except ValueError as exc:  # JSONDecodeError, int digit limits, NaN / Infinity
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        if isinstance(exc, UnicodeDecodeError):
-            problem = "not UTF-8"
         raise PayloadError("", f"body is not valid JSON: {problem}") from None
-    raw = body if type(body) is bytes else None
-    if raw is not None:
-        if b"\\u" in raw and _LONE_ESCAPE.search(raw) is not None:
-            return _fix(value)
-    elif "\\u" in body or _SURROGATE.search(body) is not None:  # type: ignore[arg-type]
+    if "\\u" in text and _LONE_ESCAPE.search(text) is not None:
+        return _fix(value)
+    if type(body) is str and _SURROGATE.search(text) is not None:
         return _fix(value)
     return value
 
@@ -128,6 +130,9 @@ def decode_json(body: bytes | bytearray | memoryview | str) -> Any:
 def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
+
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode  # built once: json.loads(**kw)
+# would build a decoder per call
 
 _FORM_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _FORM_PART = re.compile(r"\[([^\[\]]*)\]")
