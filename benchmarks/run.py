@@ -2,13 +2,15 @@
 
 Usage: ``python -m benchmarks [name ...]``. Suites: ``parse`` here, plus the ``SUITES`` dict of
 every ``benchmarks/bench_*.py`` module (a suite is a function printing a table, returning
-``True`` when its targets hold).
+``True`` when its targets hold). Options after one suite's name go to that suite when it takes
+them: ``python -m benchmarks fuzz --cases 10000 --seed 3``.
 Absolute numbers depend on the machine; the ratios are what the targets are stated in.
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import sys
 import timeit
@@ -83,11 +85,18 @@ def discover() -> dict[str, Callable[[], bool]]:
 
 def main(argv: list[str]) -> int:
     suites = discover()
-    names = argv or list(suites)
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option] or list(suites), argv[first_option:]
     unknown = [n for n in names if n not in suites]
     if unknown:
         print(f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(suites)}")
         return 2
+    if options:
+        if len(names) != 1 or not inspect.signature(suites[names[0]]).parameters:
+            print("options are given to one suite that takes them: python -m benchmarks NAME --…")
+            return 2
+        suite: Callable[..., bool] = suites[names[0]]
+        return 0 if suite(options) else 1
     results = []
     for name in names:
         results.append(suites[name]())

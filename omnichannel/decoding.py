@@ -120,10 +120,13 @@ def decode_json(body: bytes | bytearray | memoryview | str) -> Any:
     except ValueError as exc:  # JSONDecodeError, int digit limits, NaN / Infinity
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise PayloadError("", f"body is not valid JSON: {problem}") from None
-    if "\\u" in text and _LONE_ESCAPE.search(text) is not None:
-        return _fix(value)
-    if type(body) is str and _SURROGATE.search(text) is not None:
-        return _fix(value)
+    if ("\\u" in text and _LONE_ESCAPE.search(text) is not None) or (
+        type(body) is str and _SURROGATE.search(text) is not None
+    ):
+        try:
+            return _fix(value)
+        except RecursionError:
+            raise PayloadError("", "body is not valid JSON: nested too deeply") from None
     return value
 
 
@@ -169,7 +172,7 @@ def _numbered_to_lists(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {k: _numbered_to_lists(v) for k, v in node.items()}
-    if converted and all(k.isdigit() and len(k) < 7 for k in converted):
+    if converted and all(k.isascii() and k.isdigit() and len(k) < 7 for k in converted):
         return [converted[k] for k in sorted(converted, key=int)]
     return converted
 
@@ -251,7 +254,8 @@ def read_int(value: object, path: str, *, required: bool = False) -> int | None:
         return int(value)
     if type(value) is str:
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) < 20:
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit() and len(digits) < 20:
             return int(text)
         if not text:
             value = None

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from omnichannel.errors import DeliveryError
+from omnichannel.decoding import read_int
+from omnichannel.errors import DeliveryError, PayloadError
 
 __all__ = [
     "CASE_PRIORITIES",
@@ -81,17 +82,10 @@ class OmnideskError(DeliveryError):
 
 def _to_int(value: object) -> int | None:
     """An id as an ``int``: ints, and strings of digits; anything else is ``None``."""
-    if isinstance(value, bool):
+    try:
+        return read_int(value, "")
+    except PayloadError:
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
-            return int(text)
-    return None
 
 
 def _to_str(value: object) -> str | None:
