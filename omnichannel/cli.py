@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from omnichannel import __version__
 from omnichannel.config import Config, Deployment, build, config_from_mapping, load_config
 from omnichannel.errors import ConfigurationError
 from omnichannel.integrations.server import LocalServer
+from omnichannel.logs import configure_logging
 from omnichannel.runtime.bot import Bot
 from omnichannel.runtime.stores import Store, open_store
 
@@ -168,6 +168,12 @@ def _add_channel_options(p: argparse.ArgumentParser) -> None:
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (OMNICHANNEL_LOG_LEVEL; default INFO)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("LOG_FORMAT", "text"),
+        help="text, or json: one JSON object per line (OMNICHANNEL_LOG_FORMAT; default text)",
     )
 
 
@@ -512,12 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "INFO")
-    logging.basicConfig(
-        level=getattr(logging, str(level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.Formatter.converter = time.gmtime
+    configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     try:
         return int(args.func(args))
     except ConfigurationError as exc:

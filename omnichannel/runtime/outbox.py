@@ -22,8 +22,14 @@ from typing import Any
 import attrs
 
 from omnichannel.errors import DeliveryError
+from omnichannel.runtime.metrics import ChannelMetrics, Metrics
 from omnichannel.runtime.stores.base import OUTBOX, QueueItem, Store, new_owner_id
-from omnichannel.runtime.workers import QueueConsumer, RateLimitedLog, retry_store_call
+from omnichannel.runtime.workers import (
+    QueueConsumer,
+    RateLimitedLog,
+    item_log_fields,
+    retry_store_call,
+)
 
 __all__ = ["Deliver", "Outbox", "ReplyBatch", "current_turn_id"]
 
@@ -80,6 +86,8 @@ class Outbox:
         poll_interval: how often a background outbox looks for due items it was not woken for
             (retries, items added by other processes).
         owner: the lease owner id (one per process by default).
+        metrics: where deliveries are counted (the runtime's; by default one of its own,
+            :attr:`metrics`).
     """
 
     def __init__(
@@ -94,8 +102,10 @@ class Outbox:
         inline: bool = False,
         poll_interval: float = 0.25,
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics if metrics is not None else Metrics(store)
         self.deadline = deadline
         self.backoff = backoff
         self.cap = cap
@@ -195,21 +205,32 @@ class Outbox:
             self._end(lambda: self.store.reschedule(item), "outbox: rescheduling an item")
             return
         item.attempts += 1
+        stats = self.metrics.channel(item.destination)
+        started = time.perf_counter()
         try:
             deliver(item.payload)
         except DeliveryError as exc:
-            self._failed(item, exc, now)
+            stats.delivery.observe(time.perf_counter() - started)
+            self._failed(item, exc, now, stats)
             return
         except Exception as exc:
-            log.exception("outbox: delivery to %s raised", item.destination)
-            self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), now)
+            stats.delivery.observe(time.perf_counter() - started)
+            log.exception(
+                "outbox: delivery to %s raised", item.destination, extra=item_log_fields(item)
+            )
+            self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), now, stats)
             return
+        stats.delivery.observe(time.perf_counter() - started)
+        stats.delivered += 1
         # delivered: the ack is retried while the store is down, so the chat moves on as soon
         # as it is back (if it never comes back in time the item is sent again: at least once)
         self._end(lambda: self.store.ack(item), "outbox: acknowledging a delivered item")
 
-    def _failed(self, item: QueueItem, exc: DeliveryError, now: float) -> None:
+    def _failed(
+        self, item: QueueItem, exc: DeliveryError, now: float, stats: ChannelMetrics
+    ) -> None:
         item.last_error = str(exc)
+        stats.delivery_failed += 1
         if not item.deadline:
             item.deadline = now + self.deadline
         wait = min(self.cap, self.backoff * 2 ** (item.attempts - 1))
@@ -217,12 +238,14 @@ class Outbox:
         if exc.retry_after is not None:
             wait = max(wait, exc.retry_after)
         if not exc.retryable or now + wait > item.deadline:
+            stats.delivery_dead += 1
             log.error(
                 "outbox: %s item %s dead-lettered after %d attempt(s): %s",
                 item.destination,
                 item.id,
                 item.attempts,
                 item.last_error,
+                extra=item_log_fields(item),
             )
             self._end(lambda: self.store.bury(item), "outbox: dead-lettering an item")
         else:
@@ -235,6 +258,7 @@ class Outbox:
                 item.attempts,
                 item.last_error,
                 wait,
+                extra=item_log_fields(item),
             )
             item.next_attempt_at = now + wait
             self._end(lambda: self.store.reschedule(item), "outbox: rescheduling an item")

@@ -17,6 +17,7 @@ the bot on a stored payload, in a worker) and ``deliver`` (sends one outbox item
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,6 +33,7 @@ import attrs
 
 from omnichannel.runtime.conversation import TurnRecords, activate, deactivate
 from omnichannel.runtime.http import Request, Response
+from omnichannel.runtime.metrics import ChannelMetrics, Metrics
 from omnichannel.runtime.outbox import Outbox
 from omnichannel.runtime.stores import (
     INBOX,
@@ -44,7 +46,12 @@ from omnichannel.runtime.stores import (
     open_store,
     owner_is_dead,
 )
-from omnichannel.runtime.workers import QueueConsumer, RateLimitedLog, retry_store_call
+from omnichannel.runtime.workers import (
+    QueueConsumer,
+    RateLimitedLog,
+    item_log_fields,
+    retry_store_call,
+)
 
 __all__ = ["Delivery", "Runtime", "WebhookChannel"]
 
@@ -60,12 +67,15 @@ class Delivery:
         key: the delivery's dedupe key (``None``: every copy is processed).
         payload: what the worker needs to run it (JSON-serializable; stored in the inbox).
         ttl: how long ``key`` is remembered (``None``: the runtime's ``dedupe_ttl``).
+        message_id: the platform's id of the message, when it has one (only logged: the
+            ``message_id`` field of the JSON log lines).
     """
 
     chat: str
     key: str | None
     payload: Mapping[str, Any]
     ttl: float | None = None
+    message_id: str | None = None
 
 
 _STATE_RERUNS = 3
@@ -115,6 +125,10 @@ class Runtime:
         max_turn_attempts: a turn whose processing raises this many times is dead-lettered.
         outbox_workers, outbox_deadline, outbox_backoff, outbox_cap: see
             :class:`~omnichannel.runtime.outbox.Outbox`.
+
+    Attributes:
+        metrics: what the runtime counted, per channel, and the store's gauges
+            (:class:`~omnichannel.runtime.metrics.Metrics`: ``snapshot()``, ``render()``).
     """
 
     def __init__(
@@ -162,6 +176,7 @@ class Runtime:
         self._channels: dict[str, WebhookChannel] = {}
         self._turn_wrappers: list[TurnWrapper] = []
         self._warn = RateLimitedLog(log)
+        self.metrics = Metrics(self.store)
         self._build()
         _RUNTIMES.add(self)
 
@@ -175,7 +190,11 @@ class Runtime:
         self._pending_at = 0.0
         self._admitted_since = 0
         self.outbox = Outbox(
-            self.store, inline=self.inline, owner=self.owner, **self._outbox_options
+            self.store,
+            inline=self.inline,
+            owner=self.owner,
+            metrics=self.metrics,
+            **self._outbox_options,
         )
         self.turns = QueueConsumer(
             self.store,
@@ -189,6 +208,7 @@ class Runtime:
 
     def _reset_after_fork(self) -> None:
         channels = self._channels
+        self.metrics.reset_after_fork()
         self._build()
         for channel in channels.values():
             self.outbox.register(channel.destination, channel.deliver)
@@ -197,6 +217,7 @@ class Runtime:
     def register(self, channel: WebhookChannel) -> None:
         """Route turns and outbox items of ``channel.destination`` to ``channel``."""
         self._channels[channel.destination] = channel
+        self.metrics.channel(channel.destination)  # its series exist (at 0) from the start
         self.outbox.register(channel.destination, channel.deliver)
 
     def wrap_turns(self, wrapper: TurnWrapper) -> None:
@@ -320,6 +341,7 @@ class Runtime:
         stored before the failure is deduped when the platform retries).
         """
         self.start()
+        stats = self.metrics.channel(channel.destination)
         if deliveries:
             try:
                 over = self.overloaded()
@@ -328,6 +350,7 @@ class Runtime:
             if over:
                 refusal = channel.unavailable(self.retry_after)
                 if refusal is not None:
+                    stats.refused += len(deliveries)
                     self._warn(
                         logging.WARNING,
                         "%s: inbox holds %d+ turns (max_pending): answering %d",
@@ -337,7 +360,7 @@ class Runtime:
                     )
                     return refusal
         admitted = 0
-        for delivery in deliveries:
+        for index, delivery in enumerate(deliveries):
             item = QueueItem(
                 destination=channel.destination,
                 chat_key=channel.chat_key(delivery.chat),
@@ -359,14 +382,33 @@ class Runtime:
                     refusal.status if refusal is not None else "200 (delivery lost)",
                 )
                 if refusal is not None:
+                    stats.refused += len(deliveries) - index
                     return refusal
-                log.error("%s: a delivery was acknowledged without being stored", channel.name)
+                stats.lost += 1
+                log.error(
+                    "%s: a delivery was acknowledged without being stored",
+                    channel.name,
+                    extra=_fields(channel, delivery),
+                )
                 continue
             if new:
                 admitted += 1
-                log.info("%s: chat %s: accepted as turn %s", channel.name, delivery.chat, item.id)
+                stats.accepted += 1
+                log.info(
+                    "%s: chat %s: accepted as turn %s",
+                    channel.name,
+                    delivery.chat,
+                    item.id,
+                    extra=_fields(channel, delivery, item.id),
+                )
             else:
-                log.info("%s: chat %s: repeated delivery ignored", channel.name, delivery.chat)
+                stats.duplicate += 1
+                log.info(
+                    "%s: chat %s: repeated delivery ignored",
+                    channel.name,
+                    delivery.chat,
+                    extra=_fields(channel, delivery),
+                )
         if admitted:
             with self._lock:
                 self._admitted_since += admitted
@@ -384,21 +426,29 @@ class Runtime:
             item.next_attempt_at = time.time() + 5.0
             retry_store_call(lambda: self.store.reschedule(item), what="inbox: reschedule")
             return
-        for attempt in range(_STATE_RERUNS + 1):
-            # the last attempt writes its values over a key another turn changed meanwhile
-            outcome = self._run_once(channel, item, last=attempt == _STATE_RERUNS)
-            if outcome != "rerun":
-                return
-            log.info(
-                "%s: turn %s: a key of its state changed under it; running it again",
-                item.destination,
-                item.id,
-            )
+        stats = self.metrics.channel(item.destination)
+        stats.turn_started()
+        try:
+            for attempt in range(_STATE_RERUNS + 1):
+                # the last attempt writes its values over a key another turn changed meanwhile
+                outcome = self._run_once(channel, item, stats, last=attempt == _STATE_RERUNS)
+                if outcome != "rerun":
+                    return
+                log.info(
+                    "%s: turn %s: a key of its state changed under it; running it again",
+                    item.destination,
+                    item.id,
+                )
+        finally:
+            stats.turn_ended()
 
-    def _run_once(self, channel: WebhookChannel, item: QueueItem, *, last: bool) -> str:
+    def _run_once(
+        self, channel: WebhookChannel, item: QueueItem, stats: ChannelMetrics, *, last: bool
+    ) -> str:
         """Run the turn and commit it; ``"rerun"`` when its state conflicted on a key."""
         records = TurnRecords(self.store)
         token = activate(records)
+        started = time.perf_counter()
         try:
             with self.outbox.collect(item.id) as batch:
                 run: Callable[[], None] = lambda: channel.process(item.payload)  # noqa: E731
@@ -406,10 +456,12 @@ class Runtime:
                     run = functools.partial(wrapper, run)
                 run()
         except Exception as exc:
-            self._turn_failed(item, exc)
+            stats.handler.observe(time.perf_counter() - started)
+            self._turn_failed(item, exc, stats)
             return "failed"
         finally:
             deactivate(token)
+        stats.handler.observe(time.perf_counter() - started)
         done = [False]
         rerun = [False]
 
@@ -443,20 +495,25 @@ class Runtime:
         if not done[0]:
             log.info("%s: turn %s was completed by another worker", item.destination, item.id)
             retry_store_call(lambda: self.store.ack(item), what="inbox: releasing a chat")
-        elif batch.items:
+            return "done"
+        stats.completed += 1
+        if batch.items:
             self.outbox.notify()
         return "done"
 
-    def _turn_failed(self, item: QueueItem, exc: Exception) -> None:
+    def _turn_failed(self, item: QueueItem, exc: Exception, stats: ChannelMetrics) -> None:
         item.attempts += 1
         item.last_error = f"{type(exc).__name__}: {exc}"
+        stats.failed += 1
         if item.attempts >= self.max_turn_attempts:
+            stats.dead += 1
             log.error(
                 "%s: turn %s dead-lettered after %d attempts",
                 item.destination,
                 item.id,
                 item.attempts,
                 exc_info=exc,
+                extra=item_log_fields(item),
             )
             retry_store_call(lambda: self.store.bury(item), what="inbox: dead-lettering")
             return
@@ -469,9 +526,20 @@ class Runtime:
             item.attempts + 1,
             self.max_turn_attempts,
             wait,
+            extra=item_log_fields(item),
         )
         item.next_attempt_at = time.time() + wait
         retry_store_call(lambda: self.store.reschedule(item), what="inbox: rescheduling")
+
+
+def _fields(channel: WebhookChannel, delivery: Delivery, turn: str | None = None) -> dict[str, Any]:
+    # the JSON log line's fields of an admission (None: not known)
+    return {
+        "channel": channel.destination,
+        "chat": delivery.chat,
+        "message_id": delivery.message_id,
+        "turn": turn,
+    }
 
 
 _METHOD_NOT_ALLOWED = b'{"error":"Method not allowed; use POST."}'
@@ -533,7 +601,13 @@ class WebhookChannel:
                 return parsed
             return self.runtime.admit(self, request, parsed)
         except Exception:
-            log.exception("%s: internal error while accepting a request", self.destination)
+            log.exception(
+                "%s: internal error while accepting a request",
+                self.destination,
+                extra={"channel": self.destination},
+            )
+            with contextlib.suppress(Exception):  # counting must not turn a 500 into a crash
+                self.runtime.metrics.channel(self.destination).webhook_errors += 1
             return self.internal_error()
 
     # hooks ----------------------------------------------------------------------------------

@@ -17,9 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 from omnichannel.runtime.stores.base import QueueItem, QueueName, Store
 
-__all__ = ["QueueConsumer", "RateLimitedLog"]
+__all__ = ["QueueConsumer", "RateLimitedLog", "item_log_fields"]
 
 log = logging.getLogger(__name__)
+
+
+def item_log_fields(item: QueueItem) -> dict[str, str | None]:
+    """The JSON log line's fields of a queue item: ``channel``, ``chat`` and ``turn`` (an outbox
+    item's turn is the part of its id before the dot, and its own id is ``reply``)."""
+    destination, chat = item.destination, item.chat_key
+    if chat.startswith(destination) and chat[len(destination) : len(destination) + 1] == ":":
+        chat = chat[len(destination) + 1 :]
+    if item.queue == "inbox":
+        return {"channel": destination, "chat": chat, "turn": item.id}
+    turn, dot, _ = item.id.rpartition(".")
+    return {"channel": destination, "chat": chat, "turn": turn if dot else None, "reply": item.id}
 
 
 class RateLimitedLog:
