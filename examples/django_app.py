@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 
 import django
@@ -38,7 +39,12 @@ connector = Connector(
     store=settings.STORE,
 )
 
-urlpatterns = [*omnichannel_urls(connector)]
+urlpatterns = [*omnichannel_urls(connector)]  # the omnichannel webhook
+
+# in a project: in your AppConfig.ready(). Resume what an earlier run left now, not at the first
+# webhook; at exit finish running turns and deliver due replies
+connector.start()
+atexit.register(connector.close)
 
 application = get_wsgi_application()
 

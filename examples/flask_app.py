@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 from flask import Flask
 
 from examples import settings
@@ -22,7 +24,12 @@ connector = Connector(
 )
 
 app = Flask(__name__)
-app.register_blueprint(make_blueprint(connector))
+app.register_blueprint(make_blueprint(connector))  # the omnichannel webhook, POST
+
+# resume what an earlier run left now, not at the first webhook (under gunicorn: the
+# post_worker_init hook); at exit finish running turns and deliver due replies
+connector.start()
+atexit.register(connector.close)
 
 
 @app.get("/")

@@ -4,7 +4,9 @@
         gunicorn examples.wsgi_app:app --bind 127.0.0.1:8080 --workers 2 --threads 8
 
 With several workers, give them a shared store (``OMNICHANNEL_STORE=sqlite:///bot.db`` on one
-machine, ``redis://…`` across machines) so deliveries are deduplicated across workers.
+machine, ``redis://…`` across machines) so deliveries are deduplicated across workers. Start and
+close the connector in gunicorn's ``post_worker_init`` and ``worker_exit`` hooks (see
+docs/frameworks.md). Chunked request bodies are read (gunicorn ends the input).
 """
 
 from __future__ import annotations

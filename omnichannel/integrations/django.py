@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from omnichannel.integrations import Handler, body_limit, too_large
+from omnichannel.integrations import Handler, body_limit, too_large, webhook_route, wsgi_body
 from omnichannel.runtime.http import Request, Response
 
 __all__ = ["make_view", "urlpatterns"]
@@ -17,6 +17,7 @@ __all__ = ["make_view", "urlpatterns"]
 OMNICHANNEL_PATTERN = (
     r"^connector/omnichannel/omnichannel_message/(?P<token>[^/]+)/bot_api_webhook/?$"
 )
+"""The Django URL pattern of the omnichannel webhook."""
 
 
 def _with_fresh_connections(run: Callable[[], None]) -> None:
@@ -45,19 +46,35 @@ def make_view(handler: Handler) -> Callable[..., Any]:
     limit = body_limit(handler)
 
     def omnichannel_view(request: Any, **_: Any) -> HttpResponse:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > limit:
-            response = too_large(handler, limit)
-        else:
-            headers = list(request.headers.items())
-            query = request.META.get("QUERY_STRING", "")
-            response = handler.handle(
-                Request(request.method, request.path, headers, request.body, query, routed=True)
-            )
+        body = _body(request, handler, limit)
+        if isinstance(body, Response):
+            return _to_django(body)
+        headers = list(request.headers.items())
+        query = request.META.get("QUERY_STRING", "")
+        response = handler.handle(
+            Request(request.method, request.path, headers, body, query, routed=True)
+        )
         return _to_django(response)
 
     view: Callable[..., Any] = csrf_exempt(omnichannel_view)
     return view
+
+
+def _body(request: Any, handler: Handler, limit: int) -> bytes | Response:
+    """The body, or the answer instead (413 over ``limit``, unread; 411 for a chunked body the
+    server cannot end). Under WSGI, Django reads no chunked body (``request.body`` is empty
+    without ``Content-Length``): it is read here when the server ends the input (gunicorn)."""
+    meta = request.META
+    chunked = "chunked" in str(meta.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    if "wsgi.input" in meta and (chunked or meta.get("CONTENT_LENGTH") in (None, "")):
+        return wsgi_body(meta, handler, limit)
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return Response.error(400, "Content-Length is not a number.")
+    if length > limit:
+        return too_large(handler, limit)
+    return bytes(request.body)
 
 
 def _to_django(response: Response) -> Any:
@@ -70,9 +87,20 @@ def _to_django(response: Response) -> Any:
 
 
 def urlpatterns(
-    handler: Handler, *, pattern: str = OMNICHANNEL_PATTERN, name: str = "omnichannel"
+    handler: Handler, *, pattern: str | None = None, name: str = "omnichannel"
 ) -> list[Any]:
-    """URL patterns to include: ``urlpatterns += omnichannel_urls(connector)``."""
+    """URL patterns to include: ``urlpatterns += omnichannel_urls(connector)``.
+
+    Without ``pattern``, the handler's own path (:func:`omnichannel.integrations.webhook_route`):
+    the omnichannel webhook for a ``Connector`` (``OMNICHANNEL_PATTERN``), ``webhook_path`` for
+    the other channels, its secret segment a group so the handler checks it. Methods are not
+    restricted here: the handler answers others with 405.
+
+    The patterns do not start or stop the handler: call ``handler.start()`` in your
+    ``AppConfig.ready()`` and ``handler.close()`` at exit (see the frameworks page of the docs).
+    """
     from django.urls import re_path
 
+    if pattern is None:
+        pattern = webhook_route(handler).django_pattern()
     return [re_path(pattern, make_view(handler), name=name)]

@@ -50,6 +50,9 @@ class _BadRequest(Exception):
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # the Server header names no versions (BaseHTTPRequestHandler's adds "Python/3.x")
+    server_version = "omnichannel"
+    sys_version = ""
     timeout = 75  # seconds an idle keep-alive connection is kept
     # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and the
     # client's delayed ACK hold every keep-alive response back ~40 ms
@@ -121,7 +124,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
+    def version_string(self) -> str:
+        """The ``Server`` header: ``omnichannel``, without the Python version."""
+        return self.server_version
+
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def __getattr__(self, name: str) -> Any:
+        # any other method (TRACE, CONNECT, FOO) goes to the handler too, which answers its
+        # documented 405 with Allow (the standard library would answer 501 with an HTML page)
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: object) -> None:
         """No access log: webhook paths carry secrets; the handler logs what matters."""

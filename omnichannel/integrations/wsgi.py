@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
-from omnichannel.integrations import Handler, body_limit, too_large
+from omnichannel.integrations import Handler, body_limit, wsgi_body
 from omnichannel.runtime.http import Request, Response
 
 __all__ = ["WSGIApp", "wsgi_app"]
@@ -15,20 +16,23 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+
+def _status_line(status: int) -> str:
+    """``"401 Unauthorized"``: a status line with its reason phrase (WSGI servers refuse a bare
+    code), ``"599 Unknown"`` for a code without one."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
 
 
 class WSGIApp:
-    """A WSGI application around a handler, with ``GET /healthz`` for load balancers."""
+    """A WSGI application around a handler, with ``GET /healthz`` for load balancers.
+
+    Bodies are read by ``Content-Length``, or chunked when the server ends the input
+    (``wsgi.input_terminated``: gunicorn, Werkzeug); a chunked body the server cannot end is
+    answered ``411 Length Required``. Bodies over the handler's ``max_body`` are refused.
+    """
 
     def __init__(self, handler: Handler, *, healthz: str | None = "/healthz") -> None:
         self.handler = handler
@@ -41,9 +45,8 @@ class WSGIApp:
         except Exception:
             log.exception("wsgi: unexpected error")
             response = Response.error(500, "Internal server error.")
-        reason = _REASONS.get(response.status, "")
         headers = [*response.headers.items(), ("Content-Length", str(len(response.body)))]
-        start_response(f"{response.status} {reason}".strip(), headers)
+        start_response(_status_line(response.status), headers)
         return [response.body]
 
     def _respond(self, environ: dict[str, Any]) -> Response:
@@ -51,13 +54,9 @@ class WSGIApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if self.healthz and path == self.healthz and method in ("GET", "HEAD"):
             return Response.json(200, {"status": "ok"})
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return Response.error(400, "Content-Length is not a number.")
-        if length > self.max_body:
-            return too_large(self.handler, self.max_body)
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        body = wsgi_body(environ, self.handler, self.max_body)
+        if isinstance(body, Response):
+            return body
         headers = [
             (key[5:].replace("_", "-").title(), value)
             for key, value in environ.items()
