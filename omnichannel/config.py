@@ -434,7 +434,12 @@ class Router:
         return None
 
     def handle(self, request: Request) -> Response:
-        """Answer with the channel the path belongs to, or 404."""
+        """Answer with the channel the path belongs to (``GET /metrics``: the runtime's
+        metrics in the Prometheus text format), or 404."""
+        if request.path == "/metrics" and request.method in ("GET", "HEAD"):
+            from omnichannel.runtime.metrics import metrics_response
+
+            return metrics_response(self.runtime)
         channel = self.route(request)
         if channel is None:
             return Response.error(404, "Not found.")

@@ -172,7 +172,15 @@ base_url = "{pm.base_url}"
             assert requests.post(ai + "/bot_api_webhook", json=text_event("to the AI", chat_id=9))
             pm.wait_for_messages(1)
             assert wait_until(lambda: channel.texts(9) == ["AI: to the AI"], 20)
+            metrics = requests.get(url + "/metrics", timeout=10).text
             text = log.read_text()
+        # /metrics counts each channel's turns (the pagemessenger AI answer is a turn too)
+        for channel_label in ("omnichannel:omnichannel", "omnidesk:omnidesk", "webex:webex",
+                              "pagemessenger:pagemessenger"):  # fmt: skip
+            line = f'omnichannel_turns_accepted_total{{channel="{channel_label}"}}'
+            assert any(
+                m.startswith(line) and float(m.split()[-1]) >= 1 for m in metrics.splitlines()
+            ), (channel_label, metrics)
         for secret in SECRETS.values():
             if secret != SECRETS["DESK_KEY"]:  # the fake's well-known default key
                 assert secret not in text

@@ -817,3 +817,15 @@ def test_the_access_token_and_the_secret_path_keep_others_out() -> None:
     assert adapter.handle(Request("GET", url)).body == b"verify-me"
     assert adapter.handle(Request("GET", "/webex/wrong")).status == 403
     adapter.close()
+
+
+def test_a_framework_route_under_a_prefix_reaches_an_adapter_with_a_path() -> None:
+    adapter = WebexConnectBot(
+        Bot(), "http://127.0.0.1:9/events/x", "verify-me", path="/webex", secret="s3c", inline=True
+    )
+    # Flask/FastAPI mounted the adapter under /bot: their URL rule chose the request
+    routed = Request("GET", "/bot/webex/s3c", routed=True)
+    assert adapter.handle(routed).body == b"verify-me"
+    assert adapter.handle(Request("GET", "/bot/webex/nope", routed=True)).status == 403
+    assert adapter.handle(Request("GET", "/bot/webex/s3c")).status == 404  # not routed: exact
+    adapter.close()
