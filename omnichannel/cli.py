@@ -422,6 +422,51 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.store)
 
 
+# playground -----------------------------------------------------------------------------------
+def _add_playground(sub: Any) -> None:
+    p = sub.add_parser(
+        "playground",
+        help="chat with your bot in a browser against fake platforms and see the wire "
+        "(127.0.0.1 only)",
+    )
+    p.add_argument(
+        "--bot",
+        default=_env("BOT"),
+        help="module:attribute of a Bot (default: echo) (OMNICHANNEL_BOT)",
+    )
+    p.add_argument(
+        "--config",
+        default=_env("CONFIG"),
+        help="an omnichannel.toml: its channels, pointed at fake platforms (OMNICHANNEL_CONFIG)",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        help="store URL (default: a fresh SQLite file in a temporary directory)",
+    )
+    p.add_argument(
+        "--port",
+        type=_number(int, "--port", 0),
+        default=None,
+        help="the page's port on 127.0.0.1 (default 8765, or a free one when it is taken)",
+    )
+    p.add_argument("--open", action="store_true", help="open the page in the web browser")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=_playground)
+
+
+def _playground(args: argparse.Namespace) -> int:
+    from omnichannel.playground import run_playground
+
+    return run_playground(
+        bot=args.bot,
+        config=args.config,
+        store=args.store,
+        port=args.port,
+        open_browser=args.open,
+    )
+
+
 # outbox ---------------------------------------------------------------------------------------
 def _add_outbox(sub: Any) -> None:
     p = sub.add_parser("outbox", help="list, retry or drop dead-lettered replies")
@@ -512,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_demo(sub)
     _add_outbox(sub)
+    _add_playground(sub)
     return parser
 
 

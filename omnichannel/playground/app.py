@@ -1,0 +1,911 @@
+"""The playground: the real pipeline with fake platforms on 127.0.0.1, and a page to watch it.
+
+:class:`Playground` builds the channels (the built-in three with ``bot`` only, or a
+configuration file's channels pointed at fakes), one :class:`~omnichannel.Runtime` on a
+watched store (:class:`~omnichannel.playground.watch.WatchedStore`), the webhook server, the
+fake platforms and the page server; it keeps the model the page shows (chats, the exchange on
+the wire of each turn, the queues, the state) and pushes every change to the page as a
+server-sent event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+from urllib.parse import quote
+
+import attrs
+import requests
+
+from omnichannel.config import Config, Deployment, build, config_from_mapping, load_config
+from omnichannel.errors import ConfigurationError
+from omnichannel.integrations.server import LocalServer
+from omnichannel.playground.hub import Hub
+from omnichannel.playground.players import PLAYERS, Player
+from omnichannel.playground.watch import WatchedStore
+from omnichannel.runtime.bot import Bot, Turn
+from omnichannel.runtime.conversation import conversation_key, user_key
+from omnichannel.runtime.http import Request, Response
+from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem, QueueName, open_store
+
+__all__ = ["HOST", "Exchange", "Playground", "Upload"]
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+"""Every server of the playground binds this address only: nothing is reachable from outside."""
+
+Exchange = dict[str, Any]
+"""One visitor action and what followed on the wire (JSON for the page)."""
+
+_SECRET_KEYS = (
+    "token",
+    "channel_token",
+    "secret",
+    "api_key",
+    "verification_token",
+    "access_token",
+    "service_key",
+)
+_KEEP_EXCHANGES = 300
+_KEEP_UPLOADS = 50
+MAX_UPLOAD = 5 << 20
+"""The largest file the page may send (bytes)."""
+
+# runtime settings that make retries and dead letters visible within seconds
+_RUNTIME = {"outbox_backoff": 0.5, "outbox_cap": 4.0, "outbox_deadline": 30.0}
+
+
+@attrs.frozen
+class Upload:
+    """A file the visitor sent from the page, served back at :attr:`url` (the bot may fetch it)."""
+
+    id: str
+    name: str
+    content_type: str
+    data: bytes = attrs.field(repr=False)
+    url: str
+
+
+class _Placeholders(Mapping[str, str]):
+    """The environment, with a placeholder for each variable that is not set: a configuration's
+    ``${SECRET}`` need not be set to try it (the fakes accept whatever it becomes)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, key: str) -> str:
+        return self.environ.get(key) or f"playground-{key.lower().replace('_', '-')}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+def _builtin(bot: str | None, store: str) -> Config:
+    """The channels of ``--bot`` mode: one of each kind the playground plays."""
+    token = os.urandom(8).hex
+    data: dict[str, Any] = {
+        "store": store,
+        "channel": [
+            {
+                "kind": "omnichannel",
+                "token": token(),
+                "channel_url": "http://127.0.0.1/replaced-by-the-fake",
+                "channel_token": token(),
+            },
+            {
+                "kind": "omnidesk",
+                "base_url": "http://127.0.0.1/replaced-by-the-fake",
+                "staff_email": "bot@example.com",
+                "api_key": token(),
+                "secret": token(),
+                "bot_label": 1,
+            },
+            {
+                "kind": "webex",
+                "webhook_url": "http://127.0.0.1/replaced-by-the-fake",
+                "verification_token": token(),
+                "secret": token(),
+            },
+        ],
+    }
+    if bot:
+        data["bot"] = bot
+    return config_from_mapping(data, source="the playground", environ={})
+
+
+def _make_fake(spec: dict[str, Any]) -> Any:
+    """The fake platform of one channel, and ``spec`` pointed at it (in place)."""
+    kind = spec["kind"]
+    fake_class = PLAYERS[kind][1]
+    if kind == "omnichannel":
+        fake = fake_class(token=spec.get("channel_token") or None)
+        spec["channel_url"] = fake.channel_url
+    elif kind == "omnidesk":
+        fake = fake_class(email=str(spec["staff_email"]), api_key=str(spec["api_key"]))
+        spec["base_url"] = fake.url
+        if spec.get("bot_label") is not None:
+            fake.labels[int(spec["bot_label"])] = "bot"
+    else:
+        fake = fake_class(str(spec["verification_token"]), service_key=spec.get("service_key"))
+        spec["webhook_url"] = fake.webhook_url
+    return fake
+
+
+class Playground:
+    """The real pipeline, fake platforms and the page (see the module's docstring).
+
+    Args:
+        bot: ``module:attribute`` of the bot (the echo bot when ``None``; with ``config``, it
+            replaces the file's ``bot``).
+        config: an ``omnichannel.toml``: its channels (of the kinds the playground plays),
+            with every URL and key pointed at a fake platform.
+        store: the store URL (default: a SQLite file in a temporary directory, removed on
+            :meth:`stop`; a configuration's own store is never used).
+        port: the page's port on 127.0.0.1 (``0``: any free one).
+        load_bot: loads ``module:attribute`` (the command line's loader by default).
+        environ: the variables ``${NAME}`` of the file reads (``os.environ`` by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        bot: str | None = None,
+        config: str | None = None,
+        store: str | None = None,
+        port: int = 0,
+        load_bot: Callable[[str], Bot] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if load_bot is None:
+            from omnichannel.cli import load_bot as load_bot_spec
+
+            load_bot = load_bot_spec
+        self._lock = threading.RLock()
+        self.hub = Hub()
+        self.notes: list[str] = []
+        self.exchanges: dict[str, Exchange] = {}
+        self._xids = itertools.count(1)
+        self._latest: dict[str, str] = {}  # chat key -> its last exchange
+        self._expect: dict[str, str] = {}  # chat key -> the exchange whose webhook is posting
+        self._turns: dict[str, str] = {}  # turn id -> exchange
+        self._items: dict[str, dict[str, Any]] = {}  # queue items seen, by id
+        self._inflight: dict[str, str] = {}  # chat key -> the outbox item being sent
+        self._uploads: dict[str, Upload] = {}
+        self._states: dict[str, Any] = {}
+        self._queues: dict[str, Any] = {}
+        self._dirty_queues = True
+        self._dirty_states: set[str] = set()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self._tmp: str | None = None
+        self.config_path = config
+        self.bot_spec = bot
+        if store is None:
+            self._tmp = tempfile.mkdtemp(prefix="omnichannel-playground-")
+            store = f"sqlite:///{os.path.join(self._tmp, 'playground.db')}"
+        self.store_url = store
+        self.players: list[Player] = []
+        self.fakes: list[Any] = []
+        try:
+            self._build(bot, config, store, load_bot, environ)
+        except BaseException:
+            self._close_partial()
+            raise
+        from omnichannel.playground.server import PageServer
+
+        try:
+            self.page = PageServer(self, port)
+        except OSError as exc:
+            self._close_partial()
+            raise ConfigurationError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
+
+    # set-up ---------------------------------------------------------------------------------
+    def _build(
+        self,
+        bot: str | None,
+        config_path: str | None,
+        store: str,
+        load_bot: Callable[[str], Bot],
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        if config_path:
+            config = load_config(
+                config_path, environ=_Placeholders(os.environ if environ is None else environ)
+            )
+            if bot:
+                config = attrs.evolve(config, bot=bot)
+        else:
+            config = _builtin(bot, store)
+        specs: list[dict[str, Any]] = []
+        for spec in config.channels:
+            if spec["kind"] not in PLAYERS:
+                self.notes.append(
+                    f"{spec['kind']} {spec['name']!r} is left out: the playground plays "
+                    f"{', '.join(PLAYERS)} (a channel it bridged talks to the bot directly)"
+                )
+                continue
+            spec = dict(spec)
+            self.fakes.append(_make_fake(spec))
+            specs.append(spec)
+        if not specs:
+            raise ConfigurationError(
+                f"{config.source}: no channel the playground can play ({', '.join(PLAYERS)})"
+            )
+        self._secrets = sorted(
+            {str(s[k]) for s in specs for k in _SECRET_KEYS if len(str(s.get(k) or "")) >= 4},
+            key=len,
+            reverse=True,
+        )
+        self.store = WatchedStore(open_store(store), self)
+        runtime = {**config.runtime, **_RUNTIME}
+        runtime.setdefault("workers", 4)
+        # build() hands config.store to Runtime, which takes a Store as well as a URL: the
+        # runtime runs on the watched store
+        config = attrs.evolve(
+            config, channels=tuple(specs), store=cast(Any, self.store), runtime=runtime
+        )
+        self.deployment: Deployment = build(config, load_bot=load_bot)
+        self.runtime = self.deployment.runtime
+        for spec, channel, fake in zip(specs, self.deployment.channels, self.fakes, strict=True):
+            self.players.append(PLAYERS[spec["kind"]][0](self, channel, fake, spec))
+        self._by_destination = {p.destination: p for p in self.players}
+        spied: list[Bot] = []
+        for player in self.players:
+            channel_bot = getattr(player.channel, "bot", None)
+            if isinstance(channel_bot, Bot) and not any(b is channel_bot for b in spied):
+                channel_bot.use(self._spy)
+                spied.append(channel_bot)
+        self.webhooks = LocalServer(self.deployment.router, host=HOST)
+
+    def _close_partial(self) -> None:
+        for fake in self.fakes:
+            fake.stop()
+        deployment = getattr(self, "deployment", None)
+        if deployment is not None:
+            deployment.runtime.close(0)
+        elif getattr(self, "store", None) is not None:
+            self.store.close()
+        webhooks = getattr(self, "webhooks", None)
+        if webhooks is not None:
+            webhooks.stop()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        """The page's address."""
+        return self.page.url
+
+    def info(self) -> dict[str, Any]:
+        """What the page's header says."""
+        from omnichannel import __version__
+
+        return {
+            "bot": self.bot_spec or self.deployment.config.bot or "the echo bot",
+            "config": self.config_path,
+            "store": self.store_url.split("://", 1)[0]
+            + (" (a temporary file)" if self._tmp else ""),
+            "host": HOST,
+            "notes": self.notes,
+            "version": __version__,
+        }
+
+    def start(self) -> Playground:
+        """Start the fakes, the webhook server, the runtime and the page."""
+        for fake in self.fakes:
+            fake.start()
+        self.webhooks.start()
+        self.runtime.start()
+        self.page.start()
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="playground-refresh", daemon=True
+        )
+        self._refresher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything and remove the temporary store."""
+        self._stopping.set()
+        self._wake.set()
+        self.hub.close()
+        self.page.stop()
+        self.webhooks.stop()
+        self.runtime.close(timeout=3)
+        for fake in self.fakes:
+            fake.stop()
+        for player in self.players:
+            player.http.close()
+        if self._refresher is not None:
+            self._refresher.join(2)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Playground:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # helpers --------------------------------------------------------------------------------
+    def mask(self, text: str) -> str:
+        """``text`` with every configured secret replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _pretty(self, body: bytes | str) -> str:
+        raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        try:
+            text = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = raw
+        return self.mask(text[:8000])
+
+    def _headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        shown: dict[str, str] = {}
+        for key, value in headers.items():
+            lower = key.lower()
+            if lower == "content-type":
+                shown[key] = value
+            elif lower == "authorization":
+                shown[key] = value.split(" ", 1)[0] + " ***"
+            elif lower in ("key", "x-access-token"):
+                shown[key] = "***"
+        return shown
+
+    def player(self, channel: Any) -> Player:
+        """The player of ``channel`` (its destination, ``kind:name``)."""
+        found = self._by_destination.get(str(channel))
+        if found is None:
+            raise ValueError(f"channel: no channel {channel!r}")
+        return found
+
+    # the model (every change published under the lock, so a new page's snapshot and the
+    # events after it neither overlap nor leave a gap) ---------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the page shows."""
+        with self._lock:
+            return {
+                "info": self.info(),
+                "channels": [p.describe() for p in self.players],
+                "chats": {p.destination: p.view() for p in self.players},
+                "exchanges": list(self.exchanges.values())[-150:],
+                "queues": self._queues,
+                "states": self._states,
+                "now": time.time(),
+            }
+
+    def _publish(self, kind: str, data: Any) -> None:
+        with self._lock:
+            self.hub.publish(kind, data)
+
+    def begin(self, player: Player, action: dict[str, Any]) -> Exchange:
+        """A new exchange for a visitor action on ``player``'s current conversation."""
+        with self._lock:
+            number = next(self._xids)
+            exchange: Exchange = {
+                "id": f"x{number}",
+                "n": number,
+                "channel": player.destination,
+                "chat": player.chat_id,
+                "chat_key": player.chat_key,
+                "at": time.time(),
+                "action": action,
+                "inbound": None,
+                "notes": [],
+                "turn": None,
+                "bot": None,
+                "items": [],
+                "calls": [],
+            }
+            self.exchanges[exchange["id"]] = exchange
+            while len(self.exchanges) > _KEEP_EXCHANGES:
+                oldest = next(iter(self.exchanges))
+                turn = (self.exchanges.pop(oldest).get("turn") or {}).get("id")
+                if turn:
+                    self._turns.pop(str(turn), None)
+            self._latest[player.chat_key] = exchange["id"]
+            self.hub.publish("exchange", exchange)
+            return exchange
+
+    def note(self, exchange: Exchange, text: str) -> None:
+        """Add a line of explanation to an exchange."""
+        with self._lock:
+            exchange["notes"].append(text)
+            self.hub.publish("exchange", exchange)
+
+    def add_message(
+        self,
+        player: Player,
+        role: str,
+        text: str,
+        *,
+        exchange: Exchange | None = None,
+        buttons: Any = None,
+        file: dict[str, Any] | None = None,
+        pressed: str | None = None,
+    ) -> None:
+        """Add a bubble to ``player``'s chat (``visitor``, ``bot`` or ``system``)."""
+        with self._lock:
+            player.messages.append(
+                {
+                    "id": len(player.messages) + 1,
+                    "role": role,
+                    "text": text,
+                    "buttons": buttons,
+                    "file": file,
+                    "pressed": pressed,
+                    "exchange": exchange["id"] if exchange is not None else None,
+                    "at": time.time(),
+                }
+            )
+            self.hub.publish("chat", player.view())
+
+    def publish_chat(self, player: Player) -> None:
+        """Send ``player``'s chat to the page again."""
+        with self._lock:
+            self.hub.publish("chat", player.view())
+
+    def hand_over(self, player: Player, how: str) -> None:
+        """The conversation left the bot for a person."""
+        with self._lock:
+            player.operator = how
+            self.add_message(
+                player,
+                "system",
+                f"Handed over to an operator: {how}. The bot no longer answers this conversation.",
+            )
+        self.state_dirty(player)
+
+    def state_dirty(self, player: Player) -> None:
+        """Read and send ``player``'s conversation state soon."""
+        with self._lock:
+            self._dirty_states.add(player.destination)
+        self._wake.set()
+
+    # the visitor's webhooks and the bot's calls ---------------------------------------------
+    def post_webhook(
+        self,
+        player: Player,
+        exchange: Exchange,
+        path: str,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Post a webhook as the platform does; record the request and the real answer."""
+        sent = {"Content-Type": content_type, **headers}
+        inbound: dict[str, Any] = {
+            "method": "POST",
+            "path": self.mask(path),
+            "headers": self._headers(sent),
+            "body": self._pretty(body),
+            "status": None,
+            "response": None,
+            "ms": None,
+            "note": None,
+        }
+        chat_key = str(exchange["chat_key"])
+        with self._lock:
+            exchange["inbound"] = inbound
+            self._expect[chat_key] = exchange["id"]
+            self.hub.publish("exchange", exchange)
+        started = time.perf_counter()
+        response: requests.Response | None = None
+        try:
+            response = player.http.post(
+                self.webhooks.url + path, data=body, headers=sent, timeout=15
+            )
+        except requests.RequestException as exc:
+            inbound["response"] = f"{type(exc).__name__}: no answer"
+        finally:
+            with self._lock:
+                self._expect.pop(chat_key, None)
+        elapsed = (time.perf_counter() - started) * 1000
+        with self._lock:
+            inbound["ms"] = round(elapsed, 1)
+            if response is not None:
+                inbound["status"] = response.status_code
+                inbound["response"] = self._pretty(response.content)
+                inbound["note"] = player.ack_note(response)
+                if response.status_code == 200 and exchange["turn"] is None:
+                    exchange["notes"].append(
+                        "Acknowledged, but nothing was stored for the bot: the channel "
+                        "ignores this event (a file that is not ready, an unknown event)."
+                    )
+            self.hub.publish("exchange", exchange)
+        self._dirty_queues = True
+        self._wake.set()
+
+    def record_call(
+        self, player: Player, chat: Any, request: Request, response: Response, elapsed: float
+    ) -> None:
+        """Put a call the fake platform answered on the wire, under the turn it belongs to."""
+        now = time.time()
+        path = request.path + (f"?{request.query}" if request.query else "")
+        call = {
+            "method": request.method,
+            "path": self.mask(path),
+            "headers": self._headers(request.headers),
+            "body": self._pretty(request.body),
+            "status": response.status,
+            "response": self._pretty(response.body),
+            "ms": round(elapsed * 1000, 2),
+            "after_ms": None,
+        }
+        # a call naming no chat (an Omnidesk knowledge-base search) is the current chat's
+        chat_key = player.channel.chat_key(chat) if chat is not None else player.chat_key
+        with self._lock:
+            item = self._items.get(self._inflight.get(chat_key, ""))
+            xid = item["exchange"] if item is not None else self._latest.get(chat_key)
+            exchange = self.exchanges.get(xid or "")
+            if exchange is None:
+                exchange = self.begin(player, {"kind": "bot", "text": "the bot called on its own"})
+            call["after_ms"] = round((now - exchange["at"]) * 1000, 1)
+            if item is not None and item["exchange"] == exchange["id"]:
+                item["calls"].append(call)
+            else:
+                exchange["calls"].append(call)
+            self.hub.publish("exchange", exchange)
+        self.state_dirty(player)
+
+    # the bot (a middleware on the bot: what it saw, what it did) ----------------------------
+    def _spy(self, turn: Turn, go_on: Callable[[], None]) -> None:
+        player = self._by_destination.get(str(getattr(turn.channel, "destination", "")))
+        variables = dict(turn.variables)
+        seen: dict[str, Any] = {
+            "kind": turn.message.kind,
+            "text": turn.text,
+            "variables": variables,
+            "replies": None,
+            "handed_over": False,
+        }
+        with self._lock:
+            exchange = self.exchanges.get(self._turns.get(turn.id or "", ""))
+            if player is not None and str(turn.chat_id) == str(player.chat_id):
+                player.variables = variables
+                player.visitor_id = turn.visitor_id
+            if exchange is not None:
+                exchange["bot"] = seen
+                self.hub.publish("exchange", exchange)
+        try:
+            go_on()
+        finally:
+            with self._lock:
+                seen["replies"] = len(turn.replies)
+                seen["handed_over"] = turn.handed_over
+                if exchange is not None:
+                    self.hub.publish("exchange", exchange)
+
+    # the store's reports (WatchedStore) -----------------------------------------------------
+    def _view(self, item: QueueItem, queue: QueueName, exchange: Exchange | None) -> dict[str, Any]:
+        player = self._by_destination.get(item.destination)
+        if queue == OUTBOX and player is not None:
+            summary = player.summarize(item.payload)
+        elif exchange is not None:
+            summary = f"turn: {exchange['action'].get('text', '')}"
+        else:
+            summary = "turn"
+        return {
+            "id": item.id,
+            "queue": queue,
+            "destination": item.destination,
+            "chat_key": item.chat_key,
+            "summary": self.mask(summary)[:200],
+            "state": "waiting",
+            "attempts": item.attempts,
+            "error": None,
+            "next_at": None,
+            "exchange": exchange["id"] if exchange is not None else None,
+            "calls": [],
+        }
+
+    def _changed(self, view: dict[str, Any] | None) -> None:
+        self._dirty_queues = True
+        if view is not None:
+            exchange = self.exchanges.get(view.get("exchange") or "")
+            if exchange is not None:
+                self.hub.publish("exchange", exchange)
+        self._wake.set()
+
+    def _turn(self, item: QueueItem, **changes: Any) -> None:
+        exchange = self.exchanges.get(self._turns.get(item.id, ""))
+        if exchange is not None and exchange["turn"] is not None:
+            exchange["turn"].update(changes)
+            self.hub.publish("exchange", exchange)
+
+    def admitted(self, item: QueueItem, new: bool) -> None:
+        with self._lock:
+            exchange = self.exchanges.get(self._expect.get(item.chat_key, ""))
+            if exchange is not None:
+                exchange["turn"] = {
+                    "id": item.id if new else None,
+                    "state": "waiting" if new else "duplicate",
+                    "attempt": 0,
+                    "error": None,
+                }
+                if new:
+                    self._turns[item.id] = exchange["id"]
+            if new:
+                self._items[item.id] = self._view(item, INBOX, exchange)
+            self._changed(self._items.get(item.id))
+
+    def claimed(self, queue: QueueName, items: Sequence[QueueItem]) -> None:
+        with self._lock:
+            for item in items:
+                view = self._items.get(item.id)
+                if queue == INBOX:
+                    self._turn(item, state="running", attempt=item.attempts + 1)
+                    if view is not None:
+                        view["state"] = "running"
+                else:
+                    self._inflight[item.chat_key] = item.id
+                    if view is not None:
+                        view["state"] = "sending"
+                        view["attempts"] = item.attempts + 1
+                self._changed(view)
+
+    def completed(self, item: QueueItem, replies: Sequence[QueueItem], done: bool) -> None:
+        if not done:
+            return
+        with self._lock:
+            self._items.pop(item.id, None)
+            self._turn(item, state="done", error=None)
+            exchange = self.exchanges.get(self._turns.get(item.id, ""))
+            for reply in replies:
+                view = self._view(reply, OUTBOX, exchange)
+                self._items[reply.id] = view
+                if exchange is not None:
+                    exchange["items"].append(view)
+            self._changed(None)
+            if exchange is not None:
+                self.hub.publish("exchange", exchange)
+            player = self._by_destination.get(item.destination)
+        if player is not None:
+            self.state_dirty(player)
+
+    def added(self, item: QueueItem) -> None:
+        with self._lock:
+            exchange = self.exchanges.get(self._latest.get(item.chat_key, ""))
+            view = self._view(item, item.queue, exchange)
+            self._items[item.id] = view
+            if exchange is not None:
+                exchange["items"].append(view)
+            self._changed(view)
+
+    def acked(self, item: QueueItem) -> None:
+        with self._lock:
+            view = self._items.pop(item.id, None)
+            if self._inflight.get(item.chat_key) == item.id:
+                del self._inflight[item.chat_key]
+            if view is not None and view["queue"] == OUTBOX:
+                view.update(state="delivered", next_at=None, attempts=item.attempts)
+            self._changed(view)
+
+    def rescheduled(self, item: QueueItem) -> None:
+        with self._lock:
+            view = self._items.get(item.id)
+            if self._inflight.get(item.chat_key) == item.id:
+                del self._inflight[item.chat_key]
+            error = self.mask(item.last_error or "")
+            if view is not None:
+                view.update(
+                    state="retrying",
+                    attempts=item.attempts,
+                    error=error,
+                    next_at=item.next_attempt_at,
+                )
+                if view["queue"] == INBOX:
+                    self._turn(item, state="failed", error=error, next_at=item.next_attempt_at)
+            self._changed(view)
+
+    def buried(self, item: QueueItem) -> None:
+        with self._lock:
+            view = self._items.get(item.id)
+            if self._inflight.get(item.chat_key) == item.id:
+                del self._inflight[item.chat_key]
+            error = self.mask(item.last_error or "")
+            if view is not None:
+                view.update(state="dead", attempts=item.attempts, error=error, next_at=None)
+                if view["queue"] == INBOX:
+                    self._turn(item, state="dead", error=error)
+            self._changed(view)
+
+    def revived(self, item_id: str, retried: bool) -> None:
+        with self._lock:
+            view = self._items.get(item_id)
+            if view is not None:
+                view.update(state="waiting" if retried else "dropped", next_at=None)
+                if not retried:
+                    del self._items[item_id]
+            self._changed(view)
+
+    def state_written(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for player in self.players:
+                if any(player.destination in key for key in keys):
+                    self._dirty_states.add(player.destination)
+        self._wake.set()
+
+    # the queues and the state, read from the store (in the refresher thread) ----------------
+    def _refresh_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(0.5)
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            time.sleep(0.02)  # one read for a burst of changes
+            with self._lock:
+                retrying = any(v["state"] == "retrying" for v in self._items.values())
+                queues = self._dirty_queues or retrying
+                self._dirty_queues = False
+                dirty = [p for p in self.players if p.destination in self._dirty_states]
+                self._dirty_states.clear()
+            try:
+                if queues:
+                    self._publish_queues()
+                for player in dirty:
+                    self._publish_state(player)
+            except Exception:  # the page misses one refresh; the next change sends it again
+                log.debug("playground: refresh failed", exc_info=True)
+
+    def _publish_queues(self) -> None:
+        store = self.store.inner
+        inbox, outbox = store.pending(INBOX), store.pending(OUTBOX)
+        dead = store.dead_letters()
+        with self._lock:
+            rows = []
+            for item in dead:
+                view = self._items.get(item.id)
+                rows.append(
+                    {
+                        "id": item.id,
+                        "queue": item.queue,
+                        "destination": item.destination,
+                        "chat_key": item.chat_key,
+                        "attempts": item.attempts,
+                        "error": self.mask(item.last_error or ""),
+                        "summary": view["summary"] if view else self._dead_summary(item),
+                        "created_at": item.created_at,
+                    }
+                )
+            active = [
+                {k: v for k, v in view.items() if k != "calls"}
+                for view in self._items.values()
+                if view["state"] in ("waiting", "running", "sending", "retrying")
+            ]
+            self._queues = {
+                "inbox_pending": inbox,
+                "outbox_pending": outbox,
+                "pending": active,
+                "dead": rows,
+                "now": time.time(),
+            }
+            self.hub.publish("queues", self._queues)
+
+    def _dead_summary(self, item: QueueItem) -> str:
+        player = self._by_destination.get(item.destination)
+        if item.queue == OUTBOX and player is not None:
+            return self.mask(player.summarize(item.payload))[:200]
+        return "turn"
+
+    def _publish_state(self, player: Player) -> None:
+        store = self.store.inner
+        chat = player.chat_id
+        conversation = user = None
+        if chat is not None:
+            conversation = store.get_state(conversation_key(player.destination, chat))
+        if player.visitor_id is not None:
+            user = store.get_state(user_key(player.destination, player.visitor_id))
+        try:
+            record = player.channel_record()
+        except Exception:
+            record = None
+        state = {
+            "channel": player.destination,
+            "chat": chat,
+            "conversation": conversation,
+            "user": user,
+            "record": json.loads(self.mask(json.dumps(record, default=str))),
+            "variables": player.variables,
+        }
+        with self._lock:
+            self._states[player.destination] = state
+            self.hub.publish("state", state)
+
+    # the page's actions ---------------------------------------------------------------------
+    def act(self, action: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Do what the page asked; the answer is small (the page learns the rest by events).
+
+        Raises:
+            ValueError: an unknown action or a missing or wrong field.
+        """
+        if action == "dead":
+            item_id = str(data.get("id", ""))
+            op = data.get("op")
+            if op not in ("retry", "drop"):
+                raise ValueError("op: expected retry or drop")
+            done = (
+                self.store.dead_letter_retry(item_id)
+                if op == "retry"
+                else self.store.dead_letter_drop(item_id)
+            )
+            if not done:
+                raise ValueError(f"no dead letter {item_id}")
+            self.runtime.outbox.notify()
+            self.runtime.turns.wake()
+            return {"ok": True}
+        player = self.player(data.get("channel"))
+        if action == "send":
+            text = str(data.get("text") or "").strip()
+            if not text:
+                raise ValueError("text: required")
+            return self._answer(player.send_text(text))
+        if action == "press":
+            button, label = str(data.get("id") or ""), str(data.get("text") or "")
+            if not button or not label:
+                raise ValueError("id and text: required")
+            return self._answer(player.press(button, label))
+        if action == "file-ready":
+            upload = self._uploads.get(str(data.get("file")))
+            if upload is None:
+                raise ValueError("file: no such upload")
+            return self._answer(player.file_ready(upload))
+        if action == "new-chat":
+            player.new_chat()
+            return {"ok": True, "chat": player.chat_id}
+        if action == "give-back":
+            player.give_back()
+            return {"ok": True}
+        if action == "platform":
+            player.set_mode(str(data.get("mode")))
+            self.publish_chat(player)
+            return {"ok": True, "mode": player.mode}
+        raise ValueError(f"unknown action {action!r}")
+
+    def upload(
+        self, channel: str, name: str, content_type: str, state: str, data: bytes
+    ) -> dict[str, Any]:
+        """The visitor sends a file (``state``: ``ready`` or ``uploading``)."""
+        player = self.player(channel)
+        if state not in ("ready", "uploading"):
+            raise ValueError("state: expected ready or uploading")
+        name = os.path.basename(name.replace("\\", "/")).strip() or "file"
+        file_id = f"file-{os.urandom(4).hex()}"
+        upload = Upload(
+            id=file_id,
+            name=name,
+            content_type=content_type or "application/octet-stream",
+            data=data,
+            url=f"{self.page.url}/files/{file_id}/{quote(name)}",
+        )
+        with self._lock:
+            self._uploads[file_id] = upload
+            while len(self._uploads) > _KEEP_UPLOADS:
+                del self._uploads[next(iter(self._uploads))]
+        answer = self._answer(player.send_file(upload, state))
+        answer["file"] = file_id
+        return answer
+
+    def uploaded(self, file_id: str) -> Upload | None:
+        """A file the page sent (``None``: unknown or forgotten)."""
+        with self._lock:
+            return self._uploads.get(file_id)
+
+    @staticmethod
+    def _answer(exchange: Exchange) -> dict[str, Any]:
+        inbound = exchange.get("inbound") or {}
+        return {"ok": True, "exchange": exchange["id"], "status": inbound.get("status")}
