@@ -1,4 +1,5 @@
-"""The command line: ``omnichannel serve``, ``worker``, ``check``, ``demo`` and ``outbox``.
+"""The command line: ``omnichannel serve``, ``worker``, ``check``, ``demo``, ``playground`` and
+``outbox``.
 
 ``serve`` and ``worker`` host the channels of ``--config omnichannel.toml``
 (:mod:`omnichannel.config`), or the one omnichannel connector the flags describe. Every flag can
