@@ -24,11 +24,13 @@ import pytest
 import requests
 
 from omnichannel.playground import Playground
+from omnichannel.playground.players import PageMessengerPlayer
 from omnichannel.playground.server import STATIC_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "omnichannel.playground.sample:bot"
 OMNICHANNEL, OMNIDESK, WEBEX = "omnichannel:omnichannel", "omnidesk:omnidesk", "webex:webex"
+PAGE = "omnichannel:pagemessenger-site"  # the connector whose bot is the Page-messenger bridge
 ARTIFACTS = Path(os.environ.get("OMNICHANNEL_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -182,6 +184,57 @@ def test_a_handover_leaves_the_bot_until_given_back(playground: Playground) -> N
     assert pg.snapshot()["chats"][WEBEX]["operator"] is None
 
 
+def test_page_messenger_the_ai_answers_through_the_bridge(playground: Playground) -> None:
+    pg = playground
+    player = pg.player(PAGE)
+    assert pg.player("pagemessenger:pagemessenger") is player  # the bridge's items are its
+    described = next(c for c in pg.snapshot()["channels"] if c["id"] == PAGE)
+    assert described["title"] == "Page messenger" and "does not answer here" in described["hint"]
+    x = exchange(pg, act(pg, "send", channel=PAGE, text="hello")["exchange"])
+    wait_until(lambda: "AI: hello" in bot_texts(pg, PAGE))
+    wait_until(lambda: len(x["items"]) == 2 and x["items"][1]["state"] == "delivered")
+    # the visitor's webhook into the connector, whose bot is the bridge's
+    assert x["inbound"]["status"] == 200 and "/***/bot_api_webhook" in x["inbound"]["path"]
+    assert x["bot"]["who"].startswith("The bridge's bot") and x["bot"]["text"] == "hello"
+    # the bridge's send_message_external, through the outbox, to the fake AI
+    forward, answer = x["items"]
+    assert forward["summary"] == "send_message_external: hello"
+    assert forward["destination"] == "pagemessenger:pagemessenger"
+    sent = forward["calls"][-1]
+    assert sent["path"] == "/api/1.1/wf/send_message_external" and sent["status"] == 200
+    assert '"chat_id": "pagemessenger-site:1001"' in sent["body"]
+    # the AI's webhook back into the bridge (stored, run), then /send_message to the visitor
+    relay = x["relays"][0]
+    assert relay["inbound"]["path"] == "/pagemessenger/***" and relay["inbound"]["status"] == 200
+    assert '"message_text": "AI: hello"' in relay["inbound"]["body"]
+    assert relay["after_items"] == 1 and relay["turn"]["state"] == "done"
+    assert answer["summary"] == "/send_message operator: AI: hello"
+    assert answer["calls"][0]["path"] == "/channel/send_message"
+    assert player.ai.messages[0].message == "hello" and player.ai.webhooks[0].status == 200
+    # the AI hands over: the conversation leaves the bot, the bridge stops forwarding
+    act(pg, "send", channel=PAGE, text="an operator please")
+    wait_until(lambda: pg.snapshot()["chats"][PAGE]["operator"] == "the AI answered operator")
+    wait_until(lambda: "I am passing you to a manager." in bot_texts(pg, PAGE))
+    x = exchange(pg, act(pg, "send", channel=PAGE, text="anyone?")["exchange"])
+    assert x["inbound"]["status"] == 200 and "does not forward" in x["notes"][0]
+    wait_until(lambda: x["turn"] and x["turn"]["state"] == "done")
+    assert not x["items"] and len(player.ai.messages) == 2
+    act(pg, "give-back", channel=PAGE)
+    assert pg.snapshot()["chats"][PAGE]["operator"] is None
+    act(pg, "send", channel=PAGE, text="back")
+    wait_until(lambda: "AI: back" in bot_texts(pg, PAGE))
+    # the "Fake platform" panel is the AI's: refused, the forward is dead-lettered
+    act(pg, "platform", channel=PAGE, mode="refuse")
+    act(pg, "send", channel=PAGE, text="lost")
+    dead = wait_until(lambda: pg.snapshot()["queues"].get("dead"))
+    assert dead[0]["summary"] == "send_message_external: lost" and "400" in dead[0]["error"]
+    state = wait_until(lambda: (pg.snapshot()["states"].get(PAGE) or {}).get("record"))
+    assert state["bridge"]["ai_chat_id"] == "pagemessenger-site:1001"
+    text = json.dumps(pg.snapshot())  # the fake's bearer tokens are masked too
+    for secret in (*pg._secrets, *player.ai.issued_tokens):
+        assert secret not in text
+
+
 def test_config_mode_points_the_files_channels_at_fakes(tmp_path: Path) -> None:
     config = tmp_path / "omnichannel.toml"
     config.write_text(
@@ -213,27 +266,40 @@ bot_label = 7
 
 [[channel]]
 kind = "pagemessenger"
-api_key = "k"
+api_key = "pm-api-key-333"
 task_id = 1
-secret = "pm-secret"
-channel = "omnichannel"
+secret = "pm-secret-444"
+channel = "webex"
+
+[[channel]]
+kind = "pagemessenger"
+name = "second"
+api_key = "k"
+task_id = 2
+secret = "s"
+channel = "webex"
 """,
         encoding="utf-8",
     )
     with Playground(config=str(config), store="memory://", environ={}) as pg:
-        assert [p.kind for p in pg.players] == ["omnichannel", "webex", "omnidesk"]
-        assert "pagemessenger" in pg.notes[0]
+        # the bridged Webex channel is played in the Page messenger window (its bot: the AI)
+        assert [p.kind for p in pg.players] == ["omnichannel", "pagemessenger", "omnidesk"]
+        assert "webex 'webex' is played in the Page messenger window" in pg.notes[0]
+        assert "'second' is left out: 'webex' is bridged by 'pagemessenger'" in pg.notes[1]
         connector, webex, desk = (p.channel for p in pg.players)
         assert desk.client.base_url.rstrip("/") == pg.players[2].fake.url
         assert connector.client.channel_url == pg.players[0].fake.channel_url
         assert webex.webhook_url == pg.players[1].fake.webhook_url
+        bridged = pg.players[1]
+        assert isinstance(bridged, PageMessengerPlayer) and bridged.visitor.kind == "webex"
+        assert bridged.bridge.client.base_url == bridged.ai.base_url
         assert not (tmp_path / "production.db").exists()
-        for player in pg.players:
+        for player, said in zip(
+            pg.players, ("You said: hi", "AI: hi", "You said: hi"), strict=True
+        ):
             answer = act(pg, "send", channel=player.destination, text="hi")
             assert answer["status"] == 200
-            wait_until(
-                lambda p=player: any("You said: hi" in t for t in bot_texts(pg, p.destination))
-            )
+            wait_until(lambda p=player, s=said: s in "".join(bot_texts(pg, p.destination)))
         # the file's bot_label exists in the fake account: a handover removes it from the case
         act(pg, "send", channel="omnidesk:omnidesk", text="operator")
         wait_until(lambda: pg.snapshot()["chats"]["omnidesk:omnidesk"]["operator"])
@@ -243,7 +309,8 @@ channel = "omnichannel"
         text = json.dumps(pg.snapshot())
         for secret in ("channel-secret-123", "verify-me-456", "service-key-789", "access-token-000",
                        "path-secret-111", "playground-playground-test-token", "rule-secret-222",
-                       "playground-playground-test-omnidesk-key"):  # fmt: skip
+                       "playground-playground-test-omnidesk-key", "pm-api-key-333",
+                       "pm-secret-444"):  # fmt: skip
             assert secret not in text
 
 
@@ -300,7 +367,7 @@ def test_events_stream_a_snapshot_then_each_change_at_once(playground: Playgroun
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert ready.wait(5)
-    assert seen[0][0] == "snapshot" and len(seen[0][1]["channels"]) == 3
+    assert seen[0][0] == "snapshot" and len(seen[0][1]["channels"]) == 4
     started = time.monotonic()
     act(pg, "send", channel=OMNICHANNEL, text="stream me")
     reader.join(10)
@@ -497,3 +564,24 @@ def test_browser_chats_presses_sends_a_file_and_watches_the_wire(
     shows(".msg.bot", "You said: hi")
     shows("#wire .inbound .note", "verification token")
     shows("#wire .call", "/events/")
+
+    # Page messenger: the bridge forwards to the fake AI, whose webhook answers; a handover
+    shows(".tab", "Page messenger").click()
+    shows("#hint", "Your bot does not answer here")
+    shows("#platform", "Page messenger AI")
+    say("hello")
+    shows(".msg.bot", "AI: hello")
+    shows("#wire details.exchange .inbound", "bot_api_webhook")
+    shows("#wire details.exchange .call", "POST /api/1.1/wf/send_message_external")
+    shows("#wire details.exchange .relay", "POST /pagemessenger/***")
+    shows("#wire details.exchange .relay .state", "done")
+    shows("#wire details.exchange .call", "POST /channel/send_message")
+    shows("#wire details.exchange .state", "delivered")
+    shows("#wire details.exchange summary .relay-badge", "AI 200")
+    shows("#wire details.exchange .inbound summary", "request").click()  # the whole chain
+    screenshot(driver, "playground-pagemessenger.png")
+    say("I need an operator")
+    shows("#operator", "the AI answered operator")
+    shows(".msg.bot", "I am passing you to a manager.")
+    shows("#give-back", "Give back to the AI").click()
+    wait.until(lambda d: not css("#operator"))

@@ -68,10 +68,8 @@ def run_playground(
         print(f"  bot    {info['bot']}", file=out)
         print(f"  store  {info['store']}", file=out)
         for player in playground.players:
-            print(
-                f"  {player.kind} {player.name!r}: fake {player.faked} at {player.fake.url}",
-                file=out,
-            )
+            fakes = ", ".join(f"fake {what} at {fake.url}" for what, fake in player.fakes())
+            print(f"  {player.kind} {player.name!r}: {fakes}", file=out)
         for note in playground.notes:
             print(f"  note: {note}", file=out)
         out.flush()

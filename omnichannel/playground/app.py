@@ -1,6 +1,6 @@
 """The playground: the real pipeline with fake platforms on 127.0.0.1, and a page to watch it.
 
-:class:`Playground` builds the channels (the built-in three with ``bot`` only, or a
+:class:`Playground` builds the channels (the built-in ones with ``bot`` only, or a
 configuration file's channels pointed at fakes), one :class:`~omnichannel.Runtime` on a
 watched store (:class:`~omnichannel.playground.watch.WatchedStore`), the webhook server, the
 fake platforms and the page server; it keeps the model the page shows (chats, the exchange on
@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import attrs
@@ -29,12 +29,15 @@ from omnichannel.config import Config, Deployment, build, config_from_mapping, l
 from omnichannel.errors import ConfigurationError
 from omnichannel.integrations.server import LocalServer
 from omnichannel.playground.hub import Hub
-from omnichannel.playground.players import PLAYERS, Player
+from omnichannel.playground.players import PAGE, PLAYERS, Player, bridged_player
 from omnichannel.playground.watch import WatchedStore
 from omnichannel.runtime.bot import Bot, Turn
 from omnichannel.runtime.conversation import conversation_key, user_key
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.stores import INBOX, OUTBOX, QueueItem, QueueName, open_store
+
+if TYPE_CHECKING:
+    from omnichannel.channels.pagemessenger import PageMessengerBridge
 
 __all__ = ["HOST", "Exchange", "Playground", "Upload"]
 
@@ -92,9 +95,17 @@ class _Placeholders(Mapping[str, str]):
         return len(self.environ)
 
 
+BUILTIN_BRIDGED = "pagemessenger-site"
+"""The name of the connector whose bot is the Page-messenger bridge in ``--bot`` mode."""
+
+
 def _builtin(bot: str | None, store: str) -> Config:
-    """The channels of ``--bot`` mode: one of each kind the playground plays."""
-    token = os.urandom(8).hex
+    """The channels of ``--bot`` mode: one of each kind the playground plays (the Page-messenger
+    bridge on a connector of its own, whose bot is the bridge, not ``bot``)."""
+
+    def token() -> str:  # a fresh one each call: two connectors need two webhook paths
+        return os.urandom(8).hex()
+
     data: dict[str, Any] = {
         "store": store,
         "channel": [
@@ -118,6 +129,21 @@ def _builtin(bot: str | None, store: str) -> Config:
                 "verification_token": token(),
                 "secret": token(),
             },
+            {
+                "kind": "omnichannel",
+                "name": BUILTIN_BRIDGED,
+                "token": token(),
+                "channel_url": "http://127.0.0.1/replaced-by-the-fake",
+                "channel_token": token(),
+            },
+            {
+                "kind": "pagemessenger",
+                "api_key": token(),
+                "task_id": "1721129985149x478019552540622850",
+                "secret": token(),
+                "channel": BUILTIN_BRIDGED,
+                "base_url": "http://127.0.0.1/replaced-by-the-fake",
+            },
         ],
     }
     if bot:
@@ -132,6 +158,9 @@ def _make_fake(spec: dict[str, Any]) -> Any:
     if kind == "omnichannel":
         fake = fake_class(token=spec.get("channel_token") or None)
         spec["channel_url"] = fake.channel_url
+    elif kind == "pagemessenger":
+        fake = fake_class(api_key=str(spec["api_key"]))
+        spec["base_url"] = fake.base_url
     elif kind == "omnidesk":
         fake = fake_class(email=str(spec["staff_email"]), api_key=str(spec["api_key"]))
         spec["base_url"] = fake.url
@@ -178,8 +207,10 @@ class Playground:
         self.exchanges: dict[str, Exchange] = {}
         self._xids = itertools.count(1)
         self._latest: dict[str, str] = {}  # chat key -> its last exchange
-        self._expect: dict[str, str] = {}  # chat key -> the exchange whose webhook is posting
-        self._turns: dict[str, str] = {}  # turn id -> exchange
+        # chat key -> the exchange whose webhook is posting, and the part of it (the exchange
+        # itself, or one of its relays) that the turn it stores belongs to
+        self._expect: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._turns: dict[str, tuple[str, dict[str, Any]]] = {}  # turn id -> the same
         self._items: dict[str, dict[str, Any]] = {}  # queue items seen, by id
         self._inflight: dict[str, str] = {}  # chat key -> the outbox item being sent
         self._uploads: dict[str, Upload] = {}
@@ -230,6 +261,12 @@ class Playground:
         else:
             config = _builtin(bot, store)
         specs: list[dict[str, Any]] = []
+        played = {
+            str(s["name"]): str(s["kind"])
+            for s in config.channels
+            if s["kind"] in PLAYERS and s["kind"] != PAGE
+        }
+        bridged: dict[str, str] = {}  # a played channel -> the Page-messenger bridge on it
         for spec in config.channels:
             if spec["kind"] not in PLAYERS:
                 self.notes.append(
@@ -237,6 +274,22 @@ class Playground:
                     f"{', '.join(PLAYERS)} (a channel it bridged talks to the bot directly)"
                 )
                 continue
+            if spec["kind"] == PAGE:
+                visitor = str(spec["channel"])
+                if visitor not in played or visitor in bridged:
+                    why = (
+                        f"{visitor!r} is bridged by {bridged[visitor]!r} already"
+                        if visitor in bridged
+                        else f"it bridges {visitor!r}, which the playground does not play"
+                    )
+                    self.notes.append(f"{PAGE} {spec['name']!r} is left out: {why}")
+                    continue
+                bridged[visitor] = str(spec["name"])
+                if config_path:
+                    self.notes.append(
+                        f"{played[visitor]} {visitor!r} is played in the Page messenger window: "
+                        f"its bot is the bridge {spec['name']!r} (the AI answers, not the bot)"
+                    )
             spec = dict(spec)
             self.fakes.append(_make_fake(spec))
             specs.append(spec)
@@ -259,16 +312,33 @@ class Playground:
         )
         self.deployment: Deployment = build(config, load_bot=load_bot)
         self.runtime = self.deployment.runtime
-        for spec, channel, fake in zip(specs, self.deployment.channels, self.fakes, strict=True):
-            self.players.append(PLAYERS[spec["kind"]][0](self, channel, fake, spec))
-        self._by_destination = {p.destination: p for p in self.players}
+        made = list(zip(specs, self.deployment.channels, self.fakes, strict=True))
+        bridges = {str(s["channel"]): (s, c, f) for s, c, f in made if s["kind"] == PAGE}
+        self.webhooks = LocalServer(self.deployment.router, host=HOST)
+        for spec, channel, fake in made:
+            if spec["kind"] == PAGE:
+                continue  # played in the window of the channel it bridges
+            player_class = PLAYERS[spec["kind"]][0]
+            bridge = bridges.get(str(spec["name"]))
+            if bridge is None:
+                self.players.append(player_class(self, channel, fake, spec))
+                continue
+            bridge_spec, bridge_channel, ai = bridge
+            bridging = cast("PageMessengerBridge", bridge_channel)  # build() made one
+            ai.webhook_url = self.webhooks.url + bridging.webhook_path
+            self.players.append(
+                bridged_player(player_class)(
+                    self, channel, fake, spec, bridge=bridging, ai=ai, bridge_spec=bridge_spec
+                )
+            )
+        # a Page-messenger window answers for the bridge's destination too
+        self._by_destination = {d: p for p in self.players for d in p.destinations()}
         spied: list[Bot] = []
         for player in self.players:
             channel_bot = getattr(player.channel, "bot", None)
             if isinstance(channel_bot, Bot) and not any(b is channel_bot for b in spied):
                 channel_bot.use(self._spy)
                 spied.append(channel_bot)
-        self.webhooks = LocalServer(self.deployment.router, host=HOST)
 
     def _close_partial(self) -> None:
         for fake in self.fakes:
@@ -327,7 +397,7 @@ class Playground:
         for fake in self.fakes:
             fake.stop()
         for player in self.players:
-            player.http.close()
+            player.close()
         if self._refresher is not None:
             self._refresher.join(2)
         if self._tmp is not None:
@@ -341,9 +411,12 @@ class Playground:
 
     # helpers --------------------------------------------------------------------------------
     def mask(self, text: str) -> str:
-        """``text`` with every configured secret replaced by ``***``."""
+        """``text`` with every configured secret (and token a fake issued) replaced by ``***``."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        for player in self.players:
+            for secret in player.secrets():
+                text = text.replace(secret, "***")
         return text
 
     def _pretty(self, body: bytes | str) -> str:
@@ -410,13 +483,15 @@ class Playground:
                 "bot": None,
                 "items": [],
                 "calls": [],
+                "relays": [],
             }
             self.exchanges[exchange["id"]] = exchange
             while len(self.exchanges) > _KEEP_EXCHANGES:
-                oldest = next(iter(self.exchanges))
-                turn = (self.exchanges.pop(oldest).get("turn") or {}).get("id")
-                if turn:
-                    self._turns.pop(str(turn), None)
+                oldest = self.exchanges.pop(next(iter(self.exchanges)))
+                for part in (oldest, *oldest["relays"]):
+                    turn = (part.get("turn") or {}).get("id")
+                    if turn:
+                        self._turns.pop(str(turn), None)
             self._latest[player.chat_key] = exchange["id"]
             self.hub.publish("exchange", exchange)
             return exchange
@@ -485,8 +560,17 @@ class Playground:
         body: bytes,
         content_type: str,
         headers: Mapping[str, str],
-    ) -> None:
-        """Post a webhook as the platform does; record the request and the real answer."""
+        *,
+        relay: dict[str, Any] | None = None,
+        chat_key: str | None = None,
+        session: requests.Session | None = None,
+    ) -> requests.Response | None:
+        """Post a webhook as the platform does; record the request and the real answer.
+
+        ``relay`` (from :meth:`relay`) records it as a webhook that followed the visitor's
+        action (the AI's answer to the bridge), its turn stored under ``chat_key``; ``session``
+        posts it (the player's by default). Returns the answer (``None``: no answer).
+        """
         sent = {"Content-Type": content_type, **headers}
         inbound: dict[str, Any] = {
             "method": "POST",
@@ -498,15 +582,16 @@ class Playground:
             "ms": None,
             "note": None,
         }
-        chat_key = str(exchange["chat_key"])
+        part = exchange if relay is None else relay
+        chat_key = chat_key or str(exchange["chat_key"])
         with self._lock:
-            exchange["inbound"] = inbound
-            self._expect[chat_key] = exchange["id"]
+            part["inbound"] = inbound
+            self._expect[chat_key] = (exchange["id"], part)
             self.hub.publish("exchange", exchange)
         started = time.perf_counter()
         response: requests.Response | None = None
         try:
-            response = player.http.post(
+            response = (session or player.http).post(
                 self.webhooks.url + path, data=body, headers=sent, timeout=15
             )
         except requests.RequestException as exc:
@@ -521,19 +606,61 @@ class Playground:
                 inbound["status"] = response.status_code
                 inbound["response"] = self._pretty(response.content)
                 inbound["note"] = player.ack_note(response)
-                if response.status_code == 200 and exchange["turn"] is None:
-                    exchange["notes"].append(
-                        "Acknowledged, but nothing was stored for the bot: the channel "
+                if response.status_code == 200 and part["turn"] is None:
+                    part["notes"].append(
+                        part.get("ignored")
+                        or "Acknowledged, but nothing was stored for the bot: the channel "
                         "ignores this event (a file that is not ready, an unknown event)."
                     )
             self.hub.publish("exchange", exchange)
         self._dirty_queues = True
         self._wake.set()
+        return response
+
+    def relay(
+        self, player: Player, exchange: Exchange | None, title: str, **fields: Any
+    ) -> tuple[Exchange, dict[str, Any]]:
+        """A webhook that follows a visitor action (the AI's answer posted to the bridge), as a
+        part of ``exchange`` (a new exchange when ``None``: nothing the page did caused it),
+        shown after the outbox items it follows; ``fields`` add ``badge`` (its label in the
+        exchange's summary line), ``summary`` (its inbox item), ``then`` (the heading of the
+        calls after it), ``ignored`` (said when nothing is stored) and ``notes``."""
+        with self._lock:
+            if exchange is None:
+                exchange = self.begin(player, {"kind": "platform", "text": title})
+            relay: dict[str, Any] = {
+                "title": title,
+                "after_items": len(exchange["items"]),
+                "after_ms": round((time.time() - exchange["at"]) * 1000, 1),
+                "inbound": None,
+                "turn": None,
+                "notes": [],
+                **fields,
+            }
+            exchange["relays"].append(relay)
+            self.hub.publish("exchange", exchange)
+            return exchange, relay
+
+    def exchange_of(self, player: Player, queue_key: str) -> Exchange | None:
+        """The exchange of the outbox item in flight for ``queue_key`` (else the latest one of
+        ``player``'s current conversation)."""
+        with self._lock:
+            item = self._items.get(self._inflight.get(queue_key, ""))
+            xid = item["exchange"] if item is not None else self._latest.get(player.chat_key)
+            return self.exchanges.get(xid or "")
 
     def record_call(
-        self, player: Player, chat: Any, request: Request, response: Response, elapsed: float
+        self,
+        player: Player,
+        chat: Any,
+        request: Request,
+        response: Response,
+        elapsed: float,
+        *,
+        queue_key: str | None = None,
     ) -> None:
-        """Put a call the fake platform answered on the wire, under the turn it belongs to."""
+        """Put a call the fake platform answered on the wire, under the turn it belongs to
+        (the outbox item in flight for ``queue_key``, the chat's key by default)."""
         now = time.time()
         path = request.path + (f"?{request.query}" if request.query else "")
         call = {
@@ -549,7 +676,7 @@ class Playground:
         # a call naming no chat (an Omnidesk knowledge-base search) is the current chat's
         chat_key = player.channel.chat_key(chat) if chat is not None else player.chat_key
         with self._lock:
-            item = self._items.get(self._inflight.get(chat_key, ""))
+            item = self._items.get(self._inflight.get(queue_key or chat_key, ""))
             xid = item["exchange"] if item is not None else self._latest.get(chat_key)
             exchange = self.exchanges.get(xid or "")
             if exchange is None:
@@ -567,6 +694,7 @@ class Playground:
         player = self._by_destination.get(str(getattr(turn.channel, "destination", "")))
         variables = dict(turn.variables)
         seen: dict[str, Any] = {
+            "who": player.bot_name if player is not None else "The bot",
             "kind": turn.message.kind,
             "text": turn.text,
             "variables": variables,
@@ -574,7 +702,7 @@ class Playground:
             "handed_over": False,
         }
         with self._lock:
-            exchange = self.exchanges.get(self._turns.get(turn.id or "", ""))
+            exchange = self._exchange_of_turn(turn.id or "")
             if player is not None and str(turn.chat_id) == str(player.chat_id):
                 player.variables = variables
                 player.visitor_id = turn.visitor_id
@@ -591,10 +719,18 @@ class Playground:
                     self.hub.publish("exchange", exchange)
 
     # the store's reports (WatchedStore) -----------------------------------------------------
-    def _view(self, item: QueueItem, queue: QueueName, exchange: Exchange | None) -> dict[str, Any]:
+    def _view(
+        self,
+        item: QueueItem,
+        queue: QueueName,
+        exchange: Exchange | None,
+        part: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         player = self._by_destination.get(item.destination)
         if queue == OUTBOX and player is not None:
             summary = player.summarize(item.payload)
+        elif part is not None and part.get("summary"):
+            summary = str(part["summary"])
         elif exchange is not None:
             summary = f"turn: {exchange['action'].get('text', '')}"
         else:
@@ -621,26 +757,33 @@ class Playground:
                 self.hub.publish("exchange", exchange)
         self._wake.set()
 
+    def _exchange_of_turn(self, turn_id: str) -> Exchange | None:
+        found = self._turns.get(turn_id)
+        return self.exchanges.get(found[0]) if found is not None else None
+
     def _turn(self, item: QueueItem, **changes: Any) -> None:
-        exchange = self.exchanges.get(self._turns.get(item.id, ""))
-        if exchange is not None and exchange["turn"] is not None:
-            exchange["turn"].update(changes)
+        found = self._turns.get(item.id)
+        exchange = self.exchanges.get(found[0]) if found is not None else None
+        if found is not None and exchange is not None and found[1]["turn"] is not None:
+            found[1]["turn"].update(changes)
             self.hub.publish("exchange", exchange)
 
     def admitted(self, item: QueueItem, new: bool) -> None:
         with self._lock:
-            exchange = self.exchanges.get(self._expect.get(item.chat_key, ""))
-            if exchange is not None:
-                exchange["turn"] = {
+            expected = self._expect.get(item.chat_key)
+            exchange = self.exchanges.get(expected[0]) if expected is not None else None
+            part = expected[1] if expected is not None else None
+            if exchange is not None and part is not None:
+                part["turn"] = {
                     "id": item.id if new else None,
                     "state": "waiting" if new else "duplicate",
                     "attempt": 0,
                     "error": None,
                 }
                 if new:
-                    self._turns[item.id] = exchange["id"]
+                    self._turns[item.id] = (exchange["id"], part)
             if new:
-                self._items[item.id] = self._view(item, INBOX, exchange)
+                self._items[item.id] = self._view(item, INBOX, exchange, part)
             self._changed(self._items.get(item.id))
 
     def claimed(self, queue: QueueName, items: Sequence[QueueItem]) -> None:
@@ -664,7 +807,7 @@ class Playground:
         with self._lock:
             self._items.pop(item.id, None)
             self._turn(item, state="done", error=None)
-            exchange = self.exchanges.get(self._turns.get(item.id, ""))
+            exchange = self._exchange_of_turn(item.id)
             for reply in replies:
                 view = self._view(reply, OUTBOX, exchange)
                 self._items[reply.id] = view
@@ -735,8 +878,8 @@ class Playground:
 
     def state_written(self, keys: Sequence[str]) -> None:
         with self._lock:
-            for player in self.players:
-                if any(player.destination in key for key in keys):
+            for destination, player in self._by_destination.items():
+                if any(destination in key for key in keys):
                     self._dirty_states.add(player.destination)
         self._wake.set()
 

@@ -224,7 +224,7 @@ function renderChat() {
     h("button", { id: "new-chat", type: "button", onclick: () => api("new-chat", { channel: c.id }) }, "New chat"),
     chat.operator ? h("div", { className: "operator", id: "operator" },
       "With an operator: ", chat.operator, " ",
-      h("button", { id: "give-back", type: "button", onclick: () => api("give-back", { channel: c.id }) }, "Give back to the bot")) : null);
+      h("button", { id: "give-back", type: "button", onclick: () => api("give-back", { channel: c.id }) }, c.give_back || "Give back to the bot")) : null);
   const lastKeyboard = [...chat.messages].reverse().find((m) => m.buttons);
   const box = $("#messages");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -281,7 +281,8 @@ function renderPlatform() {
   fill($("#platform"),
     h("span", null, `The fake ${c.faked} `), select,
     h("button", { id: "fail-next", type: "button", onclick: () => api("platform", { channel: c.id, mode: "fail-next" }) }, "Fail the next call (503)"),
-    h("div", { className: "note" }, `at ${c.fake_url}; the webhook is ${c.webhook}`));
+    h("div", { className: "note" }, `at ${c.fake_url}; the webhook is ${c.webhook}`),
+    c.note ? h("div", { className: "note", id: "platform-note" }, c.note) : null);
 }
 
 function renderWire() {
@@ -291,23 +292,60 @@ function renderWire() {
     fill($("#wire"), h("p", { className: "empty" }, "Nothing yet: write to the bot on the left."));
     return;
   }
-  fill($("#wire"), list.map((x, i) => exchange(x, i === 0)));
+  fill($("#wire"), list.map((x, i) => exchange(c, x, i === 0)));
 }
 
-function exchange(x, newest) {
+function turnLine(turn) {
+  return [
+    h("div", { className: "line" },
+      turn.id ? `turn ${turn.id}` : "a repeated delivery: not stored again",
+      stateBadge(turn.state),
+      turn.attempt > 1 ? h("span", { className: "muted" }, `attempt ${turn.attempt}`) : null,
+      turn.next_at && turn.state === "failed" ? nextIn(turn.next_at) : null),
+    turn.error ? h("div", { className: "error-text" }, turn.error) : null,
+  ];
+}
+
+// a webhook that followed the visitor's action (the Page-messenger AI's answer to the bridge)
+function relayView(x, relay, r) {
+  const inbound = relay.inbound;
+  return h("div", { className: "part relay" },
+    h("h3", null, relay.title, " ", h("span", { className: "muted" }, `+${ms(relay.after_ms)} after the webhook`)),
+    inbound ? [
+      h("div", { className: "line" }, `${inbound.method} ${inbound.path}`, statusBadge(inbound.status), h("span", { className: "muted" }, ms(inbound.ms))),
+      disclosure(`${x.id}:r${r}`, "request", [pre(headersText(inbound.headers)), pre(inbound.body)], false, "body"),
+      disclosure(`${x.id}:r${r}-answer`, "answer", pre(inbound.response), false, "body"),
+    ] : null,
+    relay.notes.map((n) => h("div", { className: "note" }, n)),
+    relay.turn ? turnLine(relay.turn) : null);
+}
+
+function itemView(x, item) {
+  return h("div", { className: `item ${item.state}` },
+    h("div", { className: "line" }, item.summary, stateBadge(item.state),
+      item.attempts > 1 ? h("span", { className: "muted" }, `${item.attempts} attempts`) : null,
+      item.state === "retrying" && item.next_at ? nextIn(item.next_at) : null),
+    item.error ? h("div", { className: "error-text" }, item.error) : null,
+    item.calls.map((call, i) => callView(`${x.id}:${item.id}:${i}`, call)));
+}
+
+function exchange(c, x, newest) {
   const inbound = x.inbound;
+  const relays = x.relays || [];
+  const wire = c.wire || {};
   const calls = x.calls.length + x.items.reduce((n, item) => n + item.calls.length, 0);
   const summary = [
     h("span", { className: "num" }, `#${x.n}`),
     h("span", { className: "what" }, `${x.action.kind}: ${x.action.text}`),
     inbound ? statusBadge(inbound.status) : h("span", { className: "muted" }, "not posted"),
     x.turn ? stateBadge(x.turn.state) : null,
+    ...relays.filter((relay) => relay.inbound).map((relay) => h("span", { className: "relay-badge" }, relay.badge || "then", " ", statusBadge(relay.inbound.status))),
     h("span", { className: "muted" }, `${calls} call${calls === 1 ? "" : "s"}`),
   ];
   const parts = [];
   if (inbound) {
     parts.push(h("div", { className: "part inbound" },
-      h("h3", null, "Webhook: the platform → the bot"),
+      h("h3", null, wire.inbound || "Webhook: the platform → the bot"),
       h("div", { className: "line" }, `${inbound.method} ${inbound.path}`, statusBadge(inbound.status), h("span", { className: "muted" }, ms(inbound.ms))),
       disclosure(`${x.id}:in`, "request", [pre(headersText(inbound.headers)), pre(inbound.body)], newest, "body"),
       disclosure(`${x.id}:in-answer`, "answer", pre(inbound.response), false, "body"),
@@ -318,29 +356,29 @@ function exchange(x, newest) {
     parts.push(h("div", { className: "part turn" },
       h("h3", null, "The turn"),
       x.notes.map((n) => h("div", { className: "note" }, n)),
-      turn ? h("div", { className: "line" },
-        turn.id ? `turn ${turn.id}` : "a repeated delivery: not stored again",
-        stateBadge(turn.state),
-        turn.attempt > 1 ? h("span", { className: "muted" }, `attempt ${turn.attempt}`) : null,
-        turn.next_at && turn.state === "failed" ? nextIn(turn.next_at) : null) : null,
-      turn && turn.error ? h("div", { className: "error-text" }, turn.error) : null,
+      turn ? turnLine(turn) : null,
       x.bot ? h("div", { className: "note" },
-        `The bot saw a ${x.bot.kind} message: “${x.bot.text ?? ""}”`,
+        `${x.bot.who || "The bot"} saw a ${x.bot.kind} message: “${x.bot.text ?? ""}”`,
         x.bot.replies !== null ? ` · ${x.bot.replies} repl${x.bot.replies === 1 ? "y" : "ies"}` : " · running…",
         x.bot.handed_over ? " · handed over" : "") : null,
       turn && turn.state === "done" && !x.bot ? h("div", { className: "note" }, "The channel did not run the bot for it (see the chat).") : null));
   }
-  if (x.items.length || x.calls.length) {
-    parts.push(h("div", { className: "part outbound" },
-      h("h3", null, "The bot's calls: the outbox → the platform"),
-      x.items.map((item) => h("div", { className: `item ${item.state}` },
-        h("div", { className: "line" }, item.summary, stateBadge(item.state),
-          item.attempts > 1 ? h("span", { className: "muted" }, `${item.attempts} attempts`) : null,
-          item.state === "retrying" && item.next_at ? nextIn(item.next_at) : null),
-        item.error ? h("div", { className: "error-text" }, item.error) : null,
-        item.calls.map((call, i) => callView(`${x.id}:${item.id}:${i}`, call)))),
-      x.calls.map((call, i) => callView(`${x.id}:c${i}`, call))));
-  }
+  // the outbox items in order, each webhook that followed them (relays) after the items it
+  // followed, then the items its turn made (under the relay's own heading)
+  const outbound = (title, items, direct) => h("div", { className: "part outbound" },
+    h("h3", null, title),
+    items.map((item) => itemView(x, item)),
+    direct.map((call, i) => callView(`${x.id}:c${i}`, call)));
+  let title = wire.outbound || "The bot's calls: the outbox → the platform";
+  let start = 0;
+  relays.forEach((relay, r) => {
+    const upto = Math.max(start, Math.min(relay.after_items, x.items.length));
+    if (upto > start) parts.push(outbound(title, x.items.slice(start, upto), []));
+    parts.push(relayView(x, relay, r));
+    start = upto;
+    title = relay.then || title;
+  });
+  if (x.items.length > start || x.calls.length) parts.push(outbound(title, x.items.slice(start), x.calls));
   const node = disclosure(x.id, summary, parts, newest, "exchange");
   node.dataset.id = x.id;
   return node;
