@@ -23,11 +23,10 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import attrs
-import requests
 
 from omnichannel.channel_server.wire import (
     VisitorLike,
@@ -42,8 +41,11 @@ from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError
 from omnichannel.models import ChatId, Event, InboundMessage
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
-from omnichannel.runtime.sending import RetryPolicy, new_session, parse_retry_after
+from omnichannel.runtime.sending import LazySession, RetryPolicy, parse_retry_after
 from omnichannel.runtime.stores import QueueItem
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "ChannelInactive",
@@ -207,6 +209,7 @@ class PlatformClient(WebhookChannel):
     """
 
     kind = "omnichannel-platform"
+    session = LazySession()
 
     def __init__(
         self,
@@ -239,7 +242,7 @@ class PlatformClient(WebhookChannel):
                 "(seed 000); using it as given",
                 self.redacted_url,
             )
-        self.session = session or new_session()
+        self.session = session or None  # made on first use
         self.retry = retry or RetryPolicy()
         self._known_active: bool | None = None
         self._attach(runtime, name, store=store, inline=inline, **runtime_options)
@@ -474,6 +477,8 @@ class PlatformClient(WebhookChannel):
         headers = {"Content-Type": "application/json"}
         error: DeliveryError | None = None
         for attempt in range(1, max(1, attempts) + 1):
+            import requests  # loaded by the session
+
             try:
                 response = self.session.post(
                     self._url, data=body, headers=headers, timeout=self.retry.timeout
@@ -564,7 +569,8 @@ class PlatformClient(WebhookChannel):
         try:
             return super().close(timeout)
         finally:
-            self.session.close()
+            if PlatformClient.session.made(self):
+                self.session.close()
 
 
 def _secrets_of(path: str, query: str, match: re.Match[str] | None) -> tuple[str, ...]:

@@ -9,10 +9,10 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import requests
 
 from omnichannel.codec import unstructure, unstructure_message
 from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError, UnsupportedEvent
@@ -23,11 +23,14 @@ from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
 from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import (
+    LazySession,
     RetryPolicy,
-    new_session,
     redact_url,
     request_with_retries,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "NO_ACTIVE_CHANNEL",
@@ -56,12 +59,15 @@ class OmnichannelClient:
             appended (``…/send_message``). With "unique URL" auth the secret lives in it.
         token: with header auth, sent as ``Authorization: Token {token}``.
         session: a ``requests.Session`` (the test seam); by default a pooled keep-alive
-            session that ignores proxy variables (:func:`~omnichannel.runtime.sending.new_session`).
+            session that ignores proxy variables (:func:`~omnichannel.runtime.sending.new_session`),
+            made on the first call.
         retry: timeouts and retries of every call.
         max_message_length: texts longer than this are split on word boundaries into several
             messages (``None``: never split; the seed leaves > 1000 characters to the channel).
         strip_markdown: send markdown as plain text (the protocol has no markup).
     """
+
+    session = LazySession()
 
     def __init__(
         self,
@@ -77,7 +83,7 @@ class OmnichannelClient:
             raise ConfigurationError("channel_url must be an http(s) URL")
         self.channel_url = channel_url.rstrip("/")
         self._token = token or None
-        self.session = session or new_session()
+        self.session = session or None
         self.retry = retry or RetryPolicy()
         self.max_message_length = max_message_length
         self.strip_markdown = strip_markdown
@@ -111,7 +117,9 @@ class OmnichannelClient:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Token {self._token}"
-        url = f"{self.channel_url}/{method}"
+        # the method goes after the URL's path, before a query the URL may carry
+        parts = urlsplit(self.channel_url)
+        url = urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{method}"))
         response = request_with_retries(
             self.session,
             "POST",
@@ -292,7 +300,14 @@ class Connector(WebhookChannel):
             if body is None:
                 body = _body_text(request.body)
             key = None if message.id is None else f"{self.destination}:{chat}:{message.id}"
-            deliveries.append(Delivery(chat=chat, key=key, payload={"body": body, "i": index}))
+            deliveries.append(
+                Delivery(
+                    chat=chat,
+                    key=key,
+                    payload={"body": body, "i": index},
+                    message_id=None if message.id is None else str(message.id),
+                )
+            )
         return deliveries
 
     def process(self, payload: Mapping[str, Any]) -> None:

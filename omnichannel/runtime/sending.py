@@ -1,23 +1,31 @@
 """Outbound HTTP: one retry policy (timeouts, capped exponential backoff with jitter,
-``Retry-After``) and typed failures that never show a secret."""
+``Retry-After``) and typed failures that never show a secret.
+
+``requests`` (and urllib3 under it, about 60 ms to import) is imported when the first session
+is made, not with this module: a client's default session is a :class:`LazySession`, made on
+first use, so a process that never sends never imports it.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import urlsplit
 
 import attrs
-import requests
-import requests.adapters
 
 from omnichannel.errors import DeliveryError
 
+if TYPE_CHECKING:
+    import requests
+
 __all__ = [
+    "LazySession",
     "RetryPolicy",
     "new_session",
     "parse_retry_after",
@@ -62,12 +70,54 @@ def new_session(*, trust_env: bool = False, pool_size: int = 16) -> requests.Ses
     ``.netrc`` on every call (about half the cost of a local call). Pass ``trust_env=True`` to
     use ``HTTP(S)_PROXY`` / ``NO_PROXY`` from the environment.
     """
+    import requests
+    import requests.adapters
+
     session = requests.Session()
     session.trust_env = trust_env
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+_MAKING = threading.Lock()
+
+
+class LazySession:
+    """A ``session`` attribute whose default (:func:`new_session`) is made on first use.
+
+    A client declares ``session = LazySession()`` in its class and assigns ``self.session =
+    session`` (``None`` for the default) in ``__init__``; the pooled session, and ``requests``
+    with it, is made when the client first sends. Assign a session to replace it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}_made"
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> LazySession: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> requests.Session: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        found = instance.__dict__.get(self._slot)
+        if found is None:
+            with _MAKING:  # two threads sending first share one session
+                found = instance.__dict__.get(self._slot)
+                if found is None:
+                    found = instance.__dict__[self._slot] = new_session()
+        return found
+
+    def __set__(self, instance: object, value: requests.Session | None) -> None:
+        instance.__dict__[self._slot] = value
+
+    def made(self, instance: object) -> bool:
+        """Whether ``instance`` has a session yet (given, or made by a first use)."""
+        return instance.__dict__.get(self._slot) is not None
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -135,6 +185,8 @@ def request_with_retries(
         DeliveryError: the last failure, with ``status``, ``response_text``, ``retryable`` and
             ``retry_after``.
     """
+    import requests  # loaded already: ``session`` is one of its sessions
+
     total = attempts if attempts is not None else policy.attempts
     where = f"{method} {redact_url(url)}"
     error: DeliveryError | None = None

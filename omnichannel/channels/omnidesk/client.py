@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from omnichannel.channels.omnidesk.models import (
     Case,
@@ -25,7 +23,10 @@ from omnichannel.channels.omnidesk.models import (
     _to_int,
 )
 from omnichannel.errors import ConfigurationError, DeliveryError
-from omnichannel.runtime.sending import RetryPolicy, new_session, request_with_retries
+from omnichannel.runtime.sending import LazySession, RetryPolicy, request_with_retries
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["MAX_PAGE_SIZE", "OmnideskClient"]
 
@@ -92,15 +93,18 @@ class _Secret:
     __str__ = __repr__
 
 
-class _BasicAuth(requests.auth.AuthBase):
-    """HTTP Basic auth whose repr never shows the key."""
+class _BasicAuth:
+    """HTTP Basic auth whose repr never shows the key (a ``requests`` auth: a callable that
+    signs the prepared request; ``requests`` is loaded by then)."""
 
     def __init__(self, email: str, api_key: str) -> None:
-        self._inner = requests.auth.HTTPBasicAuth(email, api_key)
+        self._key = _Secret(api_key)
         self.email = email
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        prepared: requests.PreparedRequest = self._inner(r)
+        from requests.auth import HTTPBasicAuth
+
+        prepared: requests.PreparedRequest = HTTPBasicAuth(self.email, self._key.value)(r)
         return prepared
 
     def __repr__(self) -> str:
@@ -153,6 +157,8 @@ class OmnideskClient:
             list instead of the add/remove fields (one extra GET per label change).
     """
 
+    session = LazySession()
+
     def __init__(
         self,
         base_url: str,
@@ -184,7 +190,7 @@ class OmnideskClient:
         self.email = email
         self._api_key = _Secret(api_key)
         self._auth = _BasicAuth(email, api_key)
-        self.session = session if session is not None else new_session()
+        self.session = session  # None: the default session, made on first use
         self.retry = retry or RetryPolicy(attempts=5, max_retry_after=65.0)
         self.page_size = page_size
         self.language_id = language_id

@@ -9,17 +9,18 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from omnichannel.errors import ConfigurationError, DeliveryError
 from omnichannel.runtime.sending import (
+    LazySession,
     RetryPolicy,
-    new_session,
     redact_url,
     request_with_retries,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -101,6 +102,8 @@ class PageMessengerClient:
         ConfigurationError: neither ``api_key`` nor ``token`` given, or a bad ``base_url``.
     """
 
+    session = LazySession()
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -115,7 +118,7 @@ class PageMessengerClient:
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ConfigurationError("base_url must be an http(s) URL")
         self.base_url = base_url.rstrip("/")
-        self.session = session or new_session()
+        self.session = session or None  # made on first use
         self.retry = retry or RetryPolicy()
         self._api_key = api_key or None
         self._token = token or None

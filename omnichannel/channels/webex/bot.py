@@ -13,11 +13,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 from urllib.parse import unquote, urlsplit
 
 import attrs
-import requests
 
 from omnichannel.channels.webex.client import (
     EVENT_HANDOVER,
@@ -65,6 +64,9 @@ from omnichannel.runtime.http import Request, Response
 from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import RetryPolicy
 from omnichannel.runtime.stores import update_state
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "AckFormat",
@@ -294,8 +296,9 @@ class WebexConnectBot(WebhookChannel):
 
     # inbound: the pipeline's hooks ----------------------------------------------------------
     def route(self, request: Request) -> Response | None:
-        """404 for another path than ``path`` (when set; with a ``secret``, ``path/{secret}``)."""
-        if self.path is None:
+        """404 for another path than ``path`` (when set; with a ``secret``, ``path/{secret}``),
+        unless a framework's URL rule chose the request (then only the secret is checked)."""
+        if self.path is None or request.routed:
             return None
         path = request.path.rstrip("/")
         if self._secret is not None:

@@ -7,21 +7,23 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
-import requests
 
 from omnichannel.channels.webex.events import format_webex_timestamp
 from omnichannel.errors import ConfigurationError, DeliveryError
 from omnichannel.models import TextReply
 from omnichannel.runtime.sending import (
+    LazySession,
     RetryPolicy,
-    new_session,
     redact_url,
     request_with_retries,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "EVENT_HANDOVER",
@@ -91,6 +93,8 @@ class WebexConnectClient:
             (Webex Connect's default tenant limit is 256 KB).
     """
 
+    session = LazySession()
+
     def __init__(
         self,
         webhook_url: str,
@@ -104,7 +108,7 @@ class WebexConnectClient:
             raise ConfigurationError("webhook_url must be an http(s) URL")
         self.webhook_url = webhook_url
         self._service_key = service_key or None
-        self.session = session or new_session()
+        self.session = session or None  # made on first use
         self.retry = retry or RetryPolicy()
         self.max_body_bytes = max_body_bytes
         parts = urlsplit(webhook_url)

@@ -1,11 +1,22 @@
 """The in-process store: for notebooks, tests and single-process demos. Nothing survives a
-restart (use SQLite or Redis for that)."""
+restart (use SQLite or Redis for that).
+
+Dedupe keys are kept compact, about 80 bytes each (a platform's delivery keys run to 50-100
+characters; a dict of the strings with a float and a heap entry each took about 270): a key is
+stored as a 60-bit digest (:func:`_digest`, an ``int`` of 32 bytes) in one dict, whose value is
+its expiry. Expiries are rounded up to a step of at most ``ttl / 1024`` (a 24 h mark may outlive
+its TTL by a minute), so the keys of one step share one ``float`` and one *bucket*: a deque of
+their digests, the order in which they expire. The buckets, in a heap by expiry, evict a whole
+step at once (when due) or its oldest keys one by one (past ``max_keys``).
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import json
+import math
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,6 +38,35 @@ from omnichannel.runtime.stores.base import (
 __all__ = ["MemoryStore"]
 
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+DEFAULT_MAX_KEYS = 1_000_000
+"""Dedupe keys a :class:`MemoryStore` keeps by default (about 80 MB)."""
+
+_MASK = (1 << 60) - 1  # two 30-bit digits: an int of 32 bytes (64 bits would take 36, padded 40)
+
+
+if sys.hash_info.width >= 64 and sys.hash_info.algorithm.startswith("siphash"):
+    # str's own hash: keyed SipHash (a random key per process), computed once per string
+    def _digest(key: str) -> int:
+        return hash(key) & _MASK
+
+else:  # pragma: no cover - a 32-bit build, or one built with a weak string hash
+    import hashlib
+    import os
+
+    _SECRET = os.urandom(16)
+
+    def _digest(key: str) -> int:
+        raw = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, key=_SECRET)
+        return int.from_bytes(raw.digest(), "little") & _MASK
+
+
+def _step(ttl: float) -> float:
+    """The rounding of expiries for ``ttl``: the largest power of two ≤ ``ttl / 1024``
+    (0: none, for a TTL that is not a positive finite number)."""
+    if not 0 < ttl < math.inf:
+        return 0.0
+    return float(2.0 ** math.floor(math.log2(ttl / 1024)))
 
 
 class _Queue:
@@ -87,14 +127,30 @@ class _Queue:
 class MemoryStore:
     """Everything in this process's memory.
 
-    Dedupe keys expire after their TTL (evicted lazily, so memory stays bounded by the keys
-    seen within one TTL).
+    Dedupe keys expire after their TTL (up to ``ttl / 1024`` later: expiries are rounded to
+    share memory) and are evicted lazily, so memory stays bounded by the keys seen within one
+    TTL, and by ``max_keys`` (about 80 bytes a key): past it the keys closest to their expiry,
+    the oldest with one TTL, are evicted first. An evicted key is forgotten: a platform repeating
+    a delivery that old gets it processed again. A key is kept as a 60-bit digest, so two
+    different keys are taken for one with a chance of about ``max_keys / 2**60`` (10**-12 at a
+    million keys) per new key.
+
+    Args:
+        max_keys: the most dedupe keys kept (``None``: no limit but the TTL).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_keys: int | None = DEFAULT_MAX_KEYS) -> None:
+        if max_keys is not None and max_keys < 1:
+            raise ValueError("max_keys must be at least 1 (or None)")
+        self.max_keys = max_keys
         self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}
-        self._expiry: list[tuple[float, str]] = []
+        # digest -> expiry (the float its bucket shares); bucket expiry -> its digests in
+        # the order they were marked; the bucket expiries, a heap
+        self._seen: dict[int, float] = {}
+        self._buckets: dict[float, tuple[float, deque[int]]] = {}
+        self._due: list[float] = []
+        self._steps: dict[float, float] = {}
+        self._dropped = 0  # evicted since the dict was last compacted
         # key -> (value, version, expires at (monotonic) or None); versions from one counter,
         # so a key deleted and made again never gets an old version back
         self._state: dict[str, tuple[str, int, float | None]] = {}
@@ -106,23 +162,59 @@ class MemoryStore:
     # dedupe ---------------------------------------------------------------------------------
     def _mark(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
-        expiry = self._expiry
-        evicted = 0
-        while expiry and expiry[0][0] <= now:
-            when, old = heapq.heappop(expiry)
-            if self._seen.get(old) == when:
-                del self._seen[old]
-                evicted += 1
-        if evicted > 1024 and evicted > len(self._seen):
-            # a dict never shrinks its table by itself: copy it after a large eviction
-            self._seen = dict(self._seen)
-        until = self._seen.get(key)
+        seen = self._seen
+        if self._due and self._due[0] <= now:
+            self._expire(now)
+        digest = _digest(key)
+        until = seen.get(digest)
         if until is not None and until > now:
             return False
-        until = now + ttl
-        self._seen[key] = until
-        heapq.heappush(expiry, (until, key))
+        step = self._steps.get(ttl)
+        if step is None:
+            if len(self._steps) >= 64:  # TTLs that vary from call to call
+                self._steps.clear()
+            step = self._steps[ttl] = _step(ttl)
+        until = -(-(now + ttl) // step) * step if step else now + ttl  # rounded up
+        bucket = self._buckets.get(until)
+        if bucket is None:
+            bucket = self._buckets[until] = (until, deque())
+            heapq.heappush(self._due, until)
+        seen[digest] = bucket[0]  # the bucket's float: one object for all its keys
+        bucket[1].append(digest)
+        if self.max_keys is not None and len(seen) > self.max_keys:
+            self._evict_oldest(len(seen) - self.max_keys)
         return True
+
+    def _expire(self, now: float) -> None:
+        seen, due, buckets = self._seen, self._due, self._buckets
+        while due and due[0] <= now:
+            until, digests = buckets.pop(heapq.heappop(due))
+            for digest in digests:
+                # a key forgotten and marked again since lives in a later bucket
+                if seen.get(digest) is until:
+                    del seen[digest]
+                    self._dropped += 1
+        self._compact()
+
+    def _evict_oldest(self, count: int) -> None:
+        seen, due, buckets = self._seen, self._due, self._buckets
+        while count > 0 and due:
+            until, digests = buckets[due[0]]
+            while count > 0 and digests:
+                digest = digests.popleft()
+                if seen.get(digest) is until:
+                    del seen[digest]
+                    self._dropped += 1
+                    count -= 1
+            if not digests:
+                del buckets[heapq.heappop(due)]
+        self._compact()
+
+    def _compact(self) -> None:
+        if self._dropped > 1024 and self._dropped > len(self._seen):
+            # a dict never shrinks its table by itself: copy it after a large eviction
+            self._seen = dict(self._seen)
+            self._dropped = 0
 
     def mark_seen(self, key: str, ttl: float) -> bool:
         """Record ``key``; ``True`` when it was new, ``False`` when seen within its TTL."""
@@ -132,7 +224,12 @@ class MemoryStore:
     def forget(self, key: str) -> None:
         """Remove a dedupe key."""
         with self._lock:
-            self._seen.pop(key, None)
+            self._seen.pop(_digest(key), None)
+
+    def dedupe_keys(self) -> int:
+        """How many dedupe keys are kept (expired ones count until they are evicted)."""
+        with self._lock:
+            return len(self._seen)
 
     # chat state -----------------------------------------------------------------------------
     def get_state(self, key: str) -> dict[str, Any] | None:

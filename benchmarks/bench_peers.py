@@ -1,0 +1,710 @@
+"""The SDK against its peers, in ONE table of ratios measured in one run:
+
+- ``parse_event`` on the seed's three payloads vs ``json.loads`` and vs pydantic v2
+  ``model_validate_json`` of an equivalent hand-written model;
+- ``Connector.handle`` (inline runner, echo bot, memory store, no-op transport) vs ``json.loads``
+  of the same body and vs slack_bolt ``App.dispatch`` with a no-op listener (run before the
+  response, as the connector's inline runner does);
+- one echo reply sent through the SDK's client (``Connector.deliver``: ``OmnichannelClient.call``,
+  one attempt) to a local keep-alive :class:`~omnichannel.testing.RecordingChannelServer`, vs
+  ``json.loads``; the same POST with the standard library's ``http.client`` shows the floor;
+- import time (``-X importtime``) vs pydantic and slack_bolt;
+- bytes per dedupe key of :class:`~omnichannel.runtime.stores.MemoryStore` at 1,000,000 keys;
+- HTTP with wrk: ``omnichannel serve`` (SQLite) and the connector's WSGI app under gunicorn
+  (SQLite) vs a bare WSGI app and a minimal Flask app on the same gunicorn: acknowledged
+  requests per second and ack p99 at several concurrencies, and a plot of both
+  (``docs/performance-http.png``).
+
+The in-process candidates are interleaved (each round times every candidate once) and the best
+of ``--repeat`` (≥ 7) rounds is kept, so a noisy neighbour slows all of them alike. Peers are
+optional (``pip install -e '.[bench]'``): a missing one prints "not installed" in its row.
+
+``python -m benchmarks peers [--repeat 7] [--seconds 5] [--concurrency 10,50,200] [--no-http]
+[--plot docs/performance-http.png]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from benchmarks.bench_footprint import MAX_BYTES_PER_KEY, bytes_per_key
+from benchmarks.payloads import PAYLOADS, VISITOR
+
+ROOT = Path(__file__).resolve().parent.parent
+PLOT = ROOT / "docs" / "performance-http.png"
+
+# targets (issue 16)
+PARSE_VS_JSON = 1.6
+PARSE_VS_PYDANTIC = 1.0
+HANDLE_VS_JSON = 5.0
+HANDLE_VS_BOLT = 0.3
+REPLY_VS_JSON = 20.0
+IMPORT_MS = 40.0
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# interleaved timing ---------------------------------------------------------------------------
+class Candidate:
+    """A callable timed per call; ``prepare(n)`` (untimed) runs before each sample of ``n``
+    calls (e.g. to make ``n`` fresh bodies)."""
+
+    def __init__(
+        self, call: Callable[[], object], prepare: Callable[[int], None] | None = None
+    ) -> None:
+        self.call = call
+        self.prepare = prepare
+        self.number = 1
+        self.best = float("inf")
+
+    def sample(self, number: int) -> float:
+        """Seconds per call over ``number`` calls."""
+        if self.prepare is not None:
+            self.prepare(number)
+        call = self.call
+        loop = itertools.repeat(None, number)
+        start = time.perf_counter()
+        for _ in loop:
+            call()
+        return (time.perf_counter() - start) / number
+
+    def calibrate(self, min_time: float) -> None:
+        """Find the number of calls that takes about ``min_time``."""
+        number = 1
+        while True:
+            took = self.sample(number) * number
+            if took >= min_time / 4:
+                self.number = max(1, int(number * min_time / took))
+                return
+            number *= 4
+
+
+def interleaved(
+    candidates: dict[str, Candidate], *, repeat: int = 7, min_time: float = 0.1
+) -> dict[str, float]:
+    """Best µs per call of each candidate over ``repeat`` rounds, every candidate once a round."""
+    for candidate in candidates.values():
+        candidate.calibrate(min_time)
+    gc_was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for candidate in candidates.values():
+                candidate.best = min(candidate.best, candidate.sample(candidate.number))
+    finally:
+        if gc_was:
+            gc.enable()
+    return {name: c.best * 1e6 for name, c in candidates.items()}
+
+
+# the candidates -------------------------------------------------------------------------------
+def pydantic_event_model() -> Any:
+    """A pydantic v2 model of the seed's ``new_message`` event, written by hand (frozen, the
+    message a union discriminated by ``kind``): what an SDK on pydantic would declare."""
+    from typing import Annotated, Literal, Union
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Model(BaseModel):
+        model_config = ConfigDict(frozen=True, extra="ignore")
+
+    class VisitorFields(Model):
+        name: str | None = None
+        login: str | None = None
+        phone: str | None = None
+        email: str | None = None
+        site: str | None = None
+
+    class Visitor(Model):
+        id: str | None = None
+        fields: VisitorFields = VisitorFields()
+
+    class FileInfo(Model):
+        id: str | None = None
+        state: str | None = None
+        name: str | None = None
+        content_type: str | None = None
+        size: int | None = None
+        url: str | None = None
+
+    class Button(Model):
+        id: str
+        text: str
+
+    class Pressed(Model):
+        button: Button
+
+    class TextMessage(Model):
+        kind: Literal["visitor"]
+        id: str | None = None
+        text: str
+
+    class FileMessage(Model):
+        kind: Literal["file_visitor"]
+        id: str | None = None
+        data: FileInfo
+
+    class ButtonPress(Model):
+        kind: Literal["keyboard_response"]
+        id: str | None = None
+        data: Pressed
+
+    class NewMessageEvent(Model):
+        event: Literal["new_message"]
+        chat_id: int | str
+        visitor: Visitor = Visitor()
+        message: Annotated[
+            Union[TextMessage, FileMessage, ButtonPress], Field(discriminator="kind")
+        ]
+
+    return NewMessageEvent
+
+
+def _webhook_template() -> bytes:
+    """The seed's text payload with ``%d`` for the chat id and the message id."""
+    body = {
+        "event": "new_message",
+        "chat_id": 99_999_991,
+        "visitor": VISITOR,
+        "message": {"id": "b-99999992", "kind": "visitor", "text": "Hello, I would like a pizza"},
+    }
+    text = json.dumps(body).replace("99999991", "%d").replace("99999992", "%d")
+    return text.encode()
+
+
+class Bodies:
+    """Webhook bodies, every one a new delivery (a repeat would skip the bot), made before the
+    sample that uses them."""
+
+    def __init__(self) -> None:
+        self.template = _webhook_template()
+        self.made = 0
+        self.items: list[bytes] = []
+        self.at = 0
+
+    def prepare(self, number: int) -> None:
+        start = self.made
+        self.items = [self.template % (i % 50, i) for i in range(start, start + number)]
+        self.made += number
+        self.at = 0
+
+    def next(self) -> bytes:
+        body = self.items[self.at]
+        self.at += 1
+        return body
+
+
+def handle_candidate() -> tuple[Candidate, Callable[[], None]]:
+    """``Connector.handle``: inline runner, echo bot, memory store, no-op transport."""
+    from omnichannel import Bot, Connector, Request
+
+    connector = Connector(
+        Bot(), token="bench-token", channel_url="http://127.0.0.1:9/channel", inline=True
+    )
+    connector.runtime.outbox.register(connector.destination, lambda payload: None)
+    bodies = Bodies()
+    path, headers = connector.webhook_path, {"Content-Type": "application/json"}
+    handle, take = connector.handle, bodies.next
+
+    def call() -> object:
+        return handle(Request("POST", path, headers, take()))
+
+    def close() -> None:
+        assert connector.runtime.store.pending("outbox") == 0
+        connector.close()
+
+    return Candidate(call, bodies.prepare), close
+
+
+def bolt_candidate() -> Candidate:
+    """slack_bolt ``App.dispatch`` of a message event to a no-op listener, run before the
+    response (``process_before_response``), no signature check, no Slack API call."""
+    from slack_bolt import App, BoltRequest
+    from slack_bolt.authorization import AuthorizeResult
+
+    def authorize(enterprise_id: Any, team_id: Any, user_id: Any, **_: Any) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            bot_token="xoxb-bench",  # a placeholder, never sent
+            bot_user_id="UBOT",
+            bot_id="BBOT",
+        )
+
+    app = App(
+        signing_secret="bench",  # a placeholder, never checked
+        authorize=authorize,
+        request_verification_enabled=False,
+        ssl_check_enabled=False,
+        url_verification_enabled=False,
+        token_verification_enabled=False,
+        process_before_response=True,
+    )
+    called = itertools.count()
+
+    @app.event("message")
+    def noop(event: dict[str, Any]) -> None:
+        next(called)
+
+    body = json.dumps(
+        {
+            "token": "bench",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": "Ev1",
+            "event_time": 1_760_000_000,
+            "event": {
+                "type": "message",
+                "channel": "D1",
+                "channel_type": "im",
+                "user": "U1",
+                "text": "Hello, I would like a pizza",
+                "ts": "1760000000.000100",
+            },
+        }
+    )
+    headers = {"content-type": ["application/json"]}
+    response = app.dispatch(BoltRequest(body=body, headers=headers, mode="http"))
+    assert response.status == 200, response.body
+    assert next(called) == 1
+
+    def call() -> object:
+        return app.dispatch(BoltRequest(body=body, headers=headers, mode="http"))
+
+    return Candidate(call)
+
+
+def reply_candidates(channel_url: str) -> tuple[Candidate, Candidate, Callable[[], None]]:
+    """One echo reply through ``Connector.deliver`` (``OmnichannelClient.call``, one attempt,
+    the SDK's pooled keep-alive session), and the same POST through ``http.client``."""
+    from omnichannel import Connector
+
+    connector = Connector(token="bench-token", channel_url=channel_url, inline=True)
+    payload = {
+        "method": "send_message",
+        "body": {"chat_id": 1, "message": {"kind": "operator", "text": "Hello, I would like"}},
+    }
+    deliver = connector.deliver
+
+    def sdk() -> object:
+        deliver(payload)
+        return None
+
+    parts = urlsplit(channel_url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    path = parts.path + "/send_message"
+    headers = {"Content-Type": "application/json"}
+
+    def floor() -> object:
+        connection.request("POST", path, json.dumps(payload["body"]).encode(), headers)
+        return json.loads(connection.getresponse().read())
+
+    sdk()
+    floor()
+
+    def close() -> None:
+        connection.close()
+        connector.close()
+
+    return Candidate(sdk), Candidate(floor), close
+
+
+# import time ----------------------------------------------------------------------------------
+_IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)")
+
+
+def import_ms(statement: str) -> float:
+    """Milliseconds of the imports ``statement`` makes (``-X importtime``: the cumulative time
+    of each top-level import after the interpreter's own start-up)."""
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", statement],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    ).stderr  # fmt: skip
+    total, started = 0, False
+    for line in err.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match is None:
+            continue
+        if match.group(2) == "site":  # start-up ends with site; what follows is ours
+            started = True
+        elif started:
+            total += int(match.group(1))
+    return total / 1000
+
+
+def imports(statements: dict[str, str], repeat: int) -> dict[str, float]:
+    """Best of ``repeat`` of each statement, interleaved."""
+    best = dict.fromkeys(statements, float("inf"))
+    for _ in range(repeat):
+        for name, statement in statements.items():
+            best[name] = min(best[name], import_ms(statement))
+    return best
+
+
+# HTTP -----------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.args!r}")
+        parts = urlsplit(url)
+        try:
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=1)
+            connection.request("GET", "/healthz")
+            status = connection.getresponse().status
+            connection.close()
+            if status in (200, 404, 405):
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not start: {process.args!r}")
+
+
+@contextmanager
+def _server(command: list[str], env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+SERVE = "omnichannel serve"
+CONNECTOR = "Connector, gunicorn"
+BARE = "bare WSGI, gunicorn"
+FLASK = "Flask, gunicorn"
+REPLIES = (SERVE, CONNECTOR)  # the servers whose echo bot replies to the sink
+
+
+def _gunicorn(app: str) -> list[str]:
+    # the same server for the three WSGI apps: 2 processes (2 cores), 8 threads each, keep-alive
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    return [gunicorn, "-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "75",
+            "-b", "127.0.0.1:{port}", "--log-level", "warning", app]  # fmt: skip
+
+
+def http_rows(
+    seconds: int, levels: list[int], plot: Path | None
+) -> tuple[list[tuple[str, ...]], list[str]]:
+    """wrk against the four servers, interleaved per concurrency; table rows and notes."""
+    from benchmarks.bench_serve import PATH, _wrk
+    from omnichannel.testing import RecordingChannelServer
+
+    notes: list[str] = []
+    if shutil.which("wrk") is None:
+        return [("HTTP (wrk)", "wrk not installed", "", "", "", "skipped")], notes
+    have_gunicorn = Path(sys.executable).with_name("gunicorn").exists()
+    have_flask = installed("flask")
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with ExitStack() as stack:
+        sink = stack.enter_context(RecordingChannelServer())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omnichannel-peers-")))
+        env = {"OMNICHANNEL_BENCH_CHANNEL_URL": sink.channel_url}
+        servers: dict[str, str] = {}
+        servers[SERVE] = stack.enter_context(
+            _server(
+                [sys.executable, "-m", "omnichannel", "serve", "--port", "{port}",
+                 "--token", "bench-token", "--channel-url", sink.channel_url,
+                 "--store", f"sqlite:///{tmp / 'serve.db'}", "--log-level", "WARNING",
+                 "--max-pending", "1000000"],
+                env,
+            )
+        )  # fmt: skip
+        if have_gunicorn:
+            store = {"OMNICHANNEL_BENCH_STORE": f"sqlite:///{tmp / 'gunicorn.db'}"}
+            servers[CONNECTOR] = stack.enter_context(
+                _server(_gunicorn("benchmarks.peer_apps:connector_app()"), {**env, **store})
+            )
+            servers[BARE] = stack.enter_context(
+                _server(_gunicorn("benchmarks.peer_apps:bare"), env)
+            )
+            if have_flask:
+                servers[FLASK] = stack.enter_context(
+                    _server(_gunicorn("benchmarks.peer_apps:flask_app()"), env)
+                )
+        for name, url in servers.items():  # warm up: pools, SQLite, imports on first request
+            _wrk(url + PATH, 1, 10)
+            _drained(sink, name)
+        for level in levels:
+            for name, url in servers.items():
+                found = _wrk(url + PATH, seconds, level)
+                acked = found["requests"] - found["non2xx"]
+                results.setdefault(name, {})[level] = {
+                    "rps": acked / seconds,
+                    "p99": found["p99"],
+                    "non2xx": found["non2xx"],
+                }
+                if found["non2xx"]:
+                    notes.append(f"{name} at c={level}: {found['non2xx']:.0f} non-2xx answers")
+                _drained(sink, name)
+    if not have_gunicorn:
+        notes.append("gunicorn not installed: only omnichannel serve measured")
+    elif not have_flask:
+        notes.append("Flask not installed")
+    rows: list[tuple[str, ...]] = []
+    for level in levels:
+        bare = results.get(BARE, {}).get(level)
+        flask = results.get(FLASK, {}).get(level)
+        for name in (SERVE, CONNECTOR):
+            ours = results.get(name, {}).get(level)
+            if ours is None:
+                continue
+            rows.append(_http_row(f"HTTP c={level}: req/s, {name}", ours, bare, flask, "rps"))
+        for name in (SERVE, CONNECTOR):
+            ours = results.get(name, {}).get(level)
+            if ours is None:
+                continue
+            rows.append(_http_row(f"HTTP c={level}: ack p99 ms, {name}", ours, bare, flask, "p99"))
+    if plot is not None:
+        notes.append(_plot(results, levels, plot))
+    return rows, notes
+
+
+def _drained(sink: Any, name: str, quiet: float = 0.5, timeout: float = 120.0) -> None:
+    """Wait until the echo replies stop arriving (the connector's outbox emptied)."""
+    if name not in REPLIES:
+        return
+    end = time.monotonic() + timeout
+    count, since = len(sink.calls), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = len(sink.calls)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+def _http_row(
+    label: str,
+    ours: dict[str, float],
+    bare: dict[str, float] | None,
+    flask: dict[str, float] | None,
+    key: str,
+) -> tuple[str, ...]:
+    unit = "{:.0f}" if key == "rps" else "{:.1f}"
+    peers = " · ".join(
+        f"{name} {unit.format(peer[key])}"
+        for name, peer in (("bare", bare), ("Flask", flask))
+        if peer is not None
+    )
+    ratios = " · ".join(
+        f"{ours[key] / peer[key]:.2f}" for peer in (bare, flask) if peer is not None and peer[key]
+    )
+    return (label, unit.format(ours[key]), peers or "not installed", ratios, "", "info")
+
+
+def _plot(results: dict[str, dict[int, dict[str, float]]], levels: list[int], path: Path) -> str:
+    try:
+        import matplotlib
+    except ImportError:
+        return "plot: matplotlib not installed"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for name, by_level in results.items():
+        xs = [level for level in levels if level in by_level]
+        left.plot(xs, [by_level[x]["rps"] for x in xs], marker="o", label=name)
+        right.plot(xs, [by_level[x]["p99"] for x in xs], marker="o", label=name)
+    left.set(title="acknowledged requests / s", xlabel="connections (wrk -t2)", xscale="log")
+    right.set(title="ack latency p99 (ms)", xlabel="connections (wrk -t2)", xscale="log")
+    for axis in (left, right):
+        axis.set_xticks(levels, [str(level) for level in levels])
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    figure.suptitle(f"omnichannel webhook under wrk ({os.cpu_count()} cores)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return f"plot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+
+
+# the suite ------------------------------------------------------------------------------------
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Like :func:`benchmarks.run.table`, the first column left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return "ok" if ratio <= target else "MISS"
+
+
+def _ratio_row(
+    label: str, ours: float, peer: float | None, target: float | None, unit: str = "µs"
+) -> tuple[str, ...]:
+    if peer is None:
+        return (label, f"{ours:.2f} {unit}", "not installed", "", _target(target), "")
+    ratio = ours / peer
+    verdict = "info" if target is None else _verdict(ratio, target)
+    return (label, f"{ours:.2f} {unit}", f"{peer:.2f} {unit}", f"{ratio:.2f}", _target(target),
+            verdict)  # fmt: skip
+
+
+def _target(target: float | None) -> str:
+    return "" if target is None else f"≤ {target:g}x"
+
+
+def bench_peers(argv: list[str] | None = None) -> bool:
+    """Every peer comparison of issue 16 in one table (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks peers")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds, best kept (default 7)")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk seconds per run (5)")
+    parser.add_argument("--concurrency", default="10,50,200", help="wrk connections (10,50,200)")
+    parser.add_argument("--no-http", action="store_true", help="skip the wrk rows")
+    parser.add_argument("--keys", type=int, default=1_000_000, help="dedupe keys for bytes/key")
+    parser.add_argument("--plot", type=Path, default=PLOT, help=f"PNG to write ({PLOT.name})")
+    args = parser.parse_args(argv or [])
+    repeat = max(7, args.repeat)
+
+    from omnichannel import parse_event
+    from omnichannel.testing import RecordingChannelServer
+
+    rows: list[tuple[str, ...]] = [("measure", "omnichannel", "peer", "ratio", "target", "verdict")]
+    ok = True
+    candidates: dict[str, Candidate] = {}
+    for name, body in PAYLOADS.items():
+        candidates[f"json {name}"] = Candidate(lambda body=body: json.loads(body))
+        candidates[f"parse {name}"] = Candidate(lambda body=body: parse_event(body))
+    model = pydantic_event_model() if installed("pydantic") else None
+    if model is not None:
+        for name, body in PAYLOADS.items():
+            candidates[f"pydantic {name}"] = Candidate(
+                lambda body=body: model.model_validate_json(body)
+            )
+    webhook = _webhook_template() % (7, 7)
+    candidates["json webhook"] = Candidate(lambda: json.loads(webhook))
+    handle, close_handle = handle_candidate()
+    candidates["handle"] = handle
+    if installed("slack_bolt"):
+        candidates["bolt"] = bolt_candidate()
+    with RecordingChannelServer() as sink:
+        sdk, floor, close_reply = reply_candidates(sink.channel_url)
+        candidates["reply"], candidates["reply floor"] = sdk, floor
+        try:
+            us = interleaved(candidates, repeat=repeat)
+        finally:
+            close_reply()
+            close_handle()
+
+    for name in PAYLOADS:
+        row = _ratio_row(f"parse_event({name}) vs json.loads", us[f"parse {name}"],
+                         us[f"json {name}"], PARSE_VS_JSON)  # fmt: skip
+        ok &= row[-1] != "MISS"
+        rows.append(row)
+    for name in PAYLOADS:
+        row = _ratio_row(f"parse_event({name}) vs pydantic model_validate_json",
+                         us[f"parse {name}"], us.get(f"pydantic {name}"), PARSE_VS_PYDANTIC)  # fmt: skip
+        ok &= row[-1] != "MISS"
+        rows.append(row)
+    for label, peer, target in (
+        ("Connector.handle vs json.loads(body)", us["json webhook"], HANDLE_VS_JSON),
+        ("Connector.handle vs slack_bolt App.dispatch", us.get("bolt"), HANDLE_VS_BOLT),
+    ):
+        row = _ratio_row(label, us["handle"], peer, target)
+        ok &= row[-1] != "MISS"
+        rows.append(row)
+    row = _ratio_row("echo reply (Connector.deliver) vs json.loads(body)", us["reply"],
+                     us["json webhook"], REPLY_VS_JSON)  # fmt: skip
+    ok &= row[-1] != "MISS"
+    rows.append(row)
+    rows.append(_ratio_row("  the same POST by http.client (floor) vs json.loads(body)",
+                           us["reply floor"], us["json webhook"], None))  # fmt: skip
+
+    statements = {"omnichannel": "import omnichannel"}
+    if installed("pydantic"):
+        statements["pydantic"] = "import pydantic"
+    if installed("slack_bolt"):
+        statements["slack_bolt"] = "import slack_bolt"
+    statements["Connector"] = "from omnichannel import Connector"
+    if installed("slack_bolt"):
+        statements["App"] = "from slack_bolt import App"
+    ms = imports(statements, repeat)
+    import_ok = ms["omnichannel"] <= IMPORT_MS
+    ok &= import_ok
+    for peer in ("pydantic", "slack_bolt"):
+        row = _ratio_row(f"import omnichannel vs import {peer}", ms["omnichannel"], ms.get(peer),
+                         None, "ms")  # fmt: skip
+        rows.append((*row[:4], f"≤ {IMPORT_MS:g} ms", "ok" if import_ok else "MISS"))
+    rows.append(_ratio_row("from omnichannel import Connector vs from slack_bolt import App",
+                           ms["Connector"], ms.get("App"), None, "ms"))  # fmt: skip
+
+    from benchmarks.bench_footprint import _Before
+    from omnichannel.runtime.stores import MemoryStore
+
+    per_key = bytes_per_key(MemoryStore, args.keys)
+    before = bytes_per_key(_Before, args.keys)
+    key_ok = per_key <= MAX_BYTES_PER_KEY
+    ok &= key_ok
+    rows.append((f"MemoryStore bytes per dedupe key at {args.keys:,} vs the layout before",
+                 f"{per_key:.0f} B", f"{before:.0f} B", f"{per_key / before:.2f}",
+                 f"≤ {MAX_BYTES_PER_KEY} B", "ok" if key_ok else "MISS"))  # fmt: skip
+
+    notes: list[str] = []
+    if not args.no_http:
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        http, notes = http_rows(args.seconds, levels, args.plot)
+        rows += http
+
+    print(
+        f"omnichannel vs peers: one run, in-process rows best of {repeat} interleaved rounds; "
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    print(_table(rows))
+    for note in notes:
+        print(note)
+    return ok
+
+
+SUITES: dict[str, Callable[..., bool]] = {"peers": bench_peers}
