@@ -1,13 +1,13 @@
 """The in-process store: for notebooks, tests and single-process demos. Nothing survives a
 restart (use SQLite or Redis for that).
 
-Dedupe keys are kept compact, about 80 bytes each (a platform's delivery keys run to 50-100
-characters; a dict of the strings with a float and a heap entry each took about 270): a key is
-stored as a 60-bit digest (:func:`_digest`, an ``int`` of 32 bytes) in one dict, whose value is
-its expiry. Expiries are rounded up to a step of at most ``ttl / 1024`` (a 24 h mark may outlive
-its TTL by a minute), so the keys of one step share one ``float`` and one *bucket*: a deque of
-their digests, the order in which they expire. The buckets, in a heap by expiry, evict a whole
-step at once (when due) or its oldest keys one by one (past ``max_keys``).
+Dedupe keys are kept compact, about 75 bytes each (a platform's delivery keys run to 50-100
+characters; a dict of the strings with a float and a heap entry each took 200 to 270): a key is
+kept as a 60-bit digest (:func:`_digest`, an ``int`` of 32 bytes) in one set of the live keys.
+Expiries are rounded up to a step of at most ``ttl / 1024`` (a 24 h mark may outlive its TTL by
+a minute), so the keys of one step share one *bucket*: a deque of their digests, in the order
+they were marked. The buckets, in a heap by expiry, remove a whole step at once when it is due
+(before any lookup: what the set holds is live) or its oldest keys one by one past ``max_keys``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["MemoryStore"]
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 DEFAULT_MAX_KEYS = 1_000_000
-"""Dedupe keys a :class:`MemoryStore` keeps by default (about 80 MB)."""
+"""Dedupe keys a :class:`MemoryStore` keeps by default (about 75 MB)."""
 
 _MASK = (1 << 60) - 1  # two 30-bit digits: an int of 32 bytes (64 bits would take 36, padded 40)
 
@@ -129,11 +129,12 @@ class MemoryStore:
 
     Dedupe keys expire after their TTL (up to ``ttl / 1024`` later: expiries are rounded to
     share memory) and are evicted lazily, so memory stays bounded by the keys seen within one
-    TTL, and by ``max_keys`` (about 80 bytes a key): past it the keys closest to their expiry,
+    TTL, and by ``max_keys`` (about 75 bytes a key): past it the keys closest to their expiry,
     the oldest with one TTL, are evicted first. An evicted key is forgotten: a platform repeating
     a delivery that old gets it processed again. A key is kept as a 60-bit digest, so two
     different keys are taken for one with a chance of about ``max_keys / 2**60`` (10**-12 at a
-    million keys) per new key.
+    million keys) per new key. A key forgotten and marked again with a shorter TTL may be kept
+    until its first TTL ends.
 
     Args:
         max_keys: the most dedupe keys kept (``None``: no limit but the TTL).
@@ -144,13 +145,14 @@ class MemoryStore:
             raise ValueError("max_keys must be at least 1 (or None)")
         self.max_keys = max_keys
         self._lock = threading.Lock()
-        # digest -> expiry (the float its bucket shares); bucket expiry -> its digests in
-        # the order they were marked; the bucket expiries, a heap
-        self._seen: dict[int, float] = {}
-        self._buckets: dict[float, tuple[float, deque[int]]] = {}
+        # the digests of the live keys; bucket expiry -> its digests in the order they were
+        # marked; the bucket expiries, a heap; digest -> stale bucket entries (forgotten keys)
+        self._seen: set[int] = set()
+        self._buckets: dict[float, deque[int]] = {}
         self._due: list[float] = []
+        self._stale: dict[int, int] = {}
         self._steps: dict[float, float] = {}
-        self._dropped = 0  # evicted since the dict was last compacted
+        self._peak = 0  # the most keys since the set was last compacted
         # key -> (value, version, expires at (monotonic) or None); versions from one counter,
         # so a key deleted and made again never gets an old version back
         self._state: dict[str, tuple[str, int, float | None]] = {}
@@ -162,12 +164,11 @@ class MemoryStore:
     # dedupe ---------------------------------------------------------------------------------
     def _mark(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
-        seen = self._seen
         if self._due and self._due[0] <= now:
-            self._expire(now)
+            self._expire(now)  # what is left is live; may replace self._seen (compaction)
+        seen = self._seen
         digest = _digest(key)
-        until = seen.get(digest)
-        if until is not None and until > now:
+        if digest in seen:
             return False
         step = self._steps.get(ttl)
         if step is None:
@@ -177,44 +178,61 @@ class MemoryStore:
         until = -(-(now + ttl) // step) * step if step else now + ttl  # rounded up
         bucket = self._buckets.get(until)
         if bucket is None:
-            bucket = self._buckets[until] = (until, deque())
+            bucket = self._buckets[until] = deque()
             heapq.heappush(self._due, until)
-        seen[digest] = bucket[0]  # the bucket's float: one object for all its keys
-        bucket[1].append(digest)
-        if self.max_keys is not None and len(seen) > self.max_keys:
-            self._evict_oldest(len(seen) - self.max_keys)
+        seen.add(digest)
+        bucket.append(digest)
+        size = len(seen)
+        if size > self._peak:
+            self._peak = size
+            if self.max_keys is not None and size > self.max_keys:
+                self._evict_oldest(size - self.max_keys)
         return True
 
+    def _drop(self, digest: int) -> bool:
+        """Remove a bucket's entry's key; ``False`` when the entry was stale (the key had been
+        forgotten since; if it was marked again, a later entry removes it)."""
+        stale = self._stale.get(digest)
+        if stale:
+            if stale == 1:
+                del self._stale[digest]
+            else:
+                self._stale[digest] = stale - 1
+            return False
+        if digest in self._seen:
+            self._seen.remove(digest)
+            return True
+        return False
+
     def _expire(self, now: float) -> None:
-        seen, due, buckets = self._seen, self._due, self._buckets
+        due, buckets = self._due, self._buckets
         while due and due[0] <= now:
-            until, digests = buckets.pop(heapq.heappop(due))
-            for digest in digests:
-                # a key forgotten and marked again since lives in a later bucket
-                if seen.get(digest) is until:
-                    del seen[digest]
-                    self._dropped += 1
+            digests = buckets.pop(heapq.heappop(due))
+            if self._stale:
+                for digest in digests:
+                    self._drop(digest)
+            else:
+                self._seen.difference_update(digests)
         self._compact()
 
     def _evict_oldest(self, count: int) -> None:
-        seen, due, buckets = self._seen, self._due, self._buckets
+        due, buckets = self._due, self._buckets
         while count > 0 and due:
-            until, digests = buckets[due[0]]
+            digests = buckets[due[0]]
             while count > 0 and digests:
-                digest = digests.popleft()
-                if seen.get(digest) is until:
-                    del seen[digest]
-                    self._dropped += 1
+                if self._drop(digests.popleft()):
                     count -= 1
             if not digests:
                 del buckets[heapq.heappop(due)]
-        self._compact()
+        self._peak = len(self._seen)
 
     def _compact(self) -> None:
-        if self._dropped > 1024 and self._dropped > len(self._seen):
-            # a dict never shrinks its table by itself: copy it after a large eviction
-            self._seen = dict(self._seen)
-            self._dropped = 0
+        size = len(self._seen)
+        if self._peak > 4096 and size < self._peak // 4:
+            # a set never shrinks its table by itself: copy it once it holds a quarter of what
+            # it held (churn at a steady size reuses the table: no copy)
+            self._seen = set(self._seen)
+            self._peak = size
 
     def mark_seen(self, key: str, ttl: float) -> bool:
         """Record ``key``; ``True`` when it was new, ``False`` when seen within its TTL."""
@@ -223,11 +241,15 @@ class MemoryStore:
 
     def forget(self, key: str) -> None:
         """Remove a dedupe key."""
+        digest = _digest(key)
         with self._lock:
-            self._seen.pop(_digest(key), None)
+            if digest in self._seen:
+                self._seen.remove(digest)
+                # its bucket entry is stale now: the key may be marked again, in a later bucket
+                self._stale[digest] = self._stale.get(digest, 0) + 1
 
     def dedupe_keys(self) -> int:
-        """How many dedupe keys are kept (expired ones count until they are evicted)."""
+        """How many dedupe keys are kept."""
         with self._lock:
             return len(self._seen)
 
