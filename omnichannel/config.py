@@ -445,6 +445,14 @@ class Router:
             return Response.error(404, "Not found.")
         return channel.handle(request)  # type: ignore[no-any-return]
 
+    def shed(self, request: Request, *, busy: bool = False) -> Response | None:
+        """The refusal to give at once when the runtime is overloaded or the server saturated
+        (see :meth:`~omnichannel.runtime.pipeline.WebhookChannel.shed`); ``None``:
+        :meth:`handle`."""
+        channel = self.route(request)
+        shed = getattr(channel, "shed", None)
+        return shed(request, busy=busy) if shed is not None else None
+
     def start(self) -> None:
         """Start the runtime (every channel's workers and outbox)."""
         self.runtime.start()

@@ -321,6 +321,43 @@ class Runtime:
         """``True`` when the inbox and outbox hold ``max_pending`` items or more."""
         return self.backlog() >= self.max_pending
 
+    def overloaded_now(self) -> bool:
+        """:meth:`overloaded` from the last sample alone, without a store call (for an event
+        loop): ``False`` when the sample is older than 50 ms, so a request then takes the full
+        path, which samples again."""
+        if time.monotonic() - self._pending_at > 0.05:
+            return False
+        return self._pending_seen + self._admitted_since >= self.max_pending
+
+    def shed(
+        self, channel: WebhookChannel, request: Request, *, busy: bool = False
+    ) -> Response | None:
+        """The channel's retryable refusal, at once, when the runtime is over ``max_pending``
+        (from the last sample: no store call, no parsing) or the server says it is saturated
+        (``busy``); ``None``: handle the request."""
+        over = self.overloaded_now()
+        if not (over or busy):
+            return None
+        refusal = channel.unavailable(self.retry_after)
+        if refusal is not None:
+            self.metrics.channel(channel.destination).refused += 1
+            if over:
+                self._warn(
+                    logging.WARNING,
+                    "%s: inbox holds %d+ turns (max_pending): answering %d",
+                    channel.destination,
+                    self.max_pending,
+                    refusal.status,
+                )
+            else:
+                self._warn(
+                    logging.WARNING,
+                    "%s: more webhooks arrive than can be stored at once: answering %d",
+                    channel.destination,
+                    refusal.status,
+                )
+        return refusal
+
     def _pace(self) -> None:
         # flow control: while the pipeline is behind, hold the acknowledgement a little (up to
         # max_ack_delay), so a platform that waits for each answer sends no faster than the bot
@@ -609,6 +646,25 @@ class WebhookChannel:
             with contextlib.suppress(Exception):  # counting must not turn a 500 into a crash
                 self.runtime.metrics.channel(self.destination).webhook_errors += 1
             return self.internal_error()
+
+    def shed(self, request: Request, *, busy: bool = False) -> Response | None:
+        """The answer to give at once, on the server's event loop, when the runtime is over
+        ``max_pending`` or the server is saturated (``busy``: more requests wait for a thread
+        than it queues): the channel's retryable refusal (503 + ``Retry-After``) for a request
+        that passes the cheap checks (path, method, size, credentials), before its body is
+        parsed. ``None``: serve the request normally (:meth:`handle`)."""
+        try:
+            if (
+                not (busy or self.runtime.overloaded_now())
+                or request.method not in self.allowed_methods
+                or self.route(request) is not None
+                or len(request.body) > self.max_body
+                or self.verify(request) is not None
+            ):
+                return None
+            return self.runtime.shed(self, request, busy=busy)
+        except Exception:
+            return None  # handle() answers, and logs what is wrong
 
     # hooks ----------------------------------------------------------------------------------
     def route(self, request: Request) -> Response | None:

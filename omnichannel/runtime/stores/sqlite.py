@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from omnichannel.errors import ConfigurationError
+from omnichannel.runtime.stores._batching import GroupCommit
 from omnichannel.runtime.stores._sqlite_sql import (
     BEFORE_UPGRADE_FROM_1,
     BEFORE_UPGRADE_FROM_2,
@@ -295,6 +296,7 @@ class SQLiteStore:
         self._busy: set[str] = set()  # the queues whose last claim here found work
         self._held = _Use(self, write=False)
         self._tx = _Use(self, write=True)
+        self._group = GroupCommit(self._acquire, lambda: self._lock.release())
         with _LIVE_LOCK:
             self._conn = self._connect()
             _LIVE.add(self)
@@ -526,14 +528,17 @@ class SQLiteStore:
         """
         now = time.time()
         self._purge_when_due(now)
-        with self._tx as conn:
+
+        def admit(conn: sqlite3.Connection) -> bool:
             if (
                 dedupe_key is not None
                 and conn.execute(MARK, (dedupe_key, now + ttl, now)).rowcount != 1
             ):
                 return False  # a repeat: nothing written
             conn.execute(SQL[INBOX]["add"], _values(item, now))
-        return True
+            return True
+
+        return self._group.run(admit)
 
     def inbox_complete(
         self, item: QueueItem, replies: Sequence[QueueItem], writes: Sequence[StateWrite] = ()
@@ -548,18 +553,21 @@ class SQLiteStore:
         added twice.
         """
         outbox = SQL[OUTBOX]
-        with self._tx as conn:
+
+        def complete(conn: sqlite3.Connection) -> bool:
             if not self._remove(conn, SQL[INBOX], item):
                 return False
             for write in writes:
                 if not _save(conn, write.key, write.value, write.version, write.ttl):
-                    raise StateConflict(write.key)  # rolls the transaction back
+                    raise StateConflict(write.key)  # rolls the operation back
             now = time.time()
             for reply in replies:
                 key = (*_bucket(reply.chat_key), reply.chat_key, reply.id)
                 if conn.execute(outbox["known"], key).fetchone() is None:
                     conn.execute(outbox["add"], _values(reply, now))
-        return True
+            return True
+
+        return self._group.run(complete)
 
     def renew_leases(
         self, queue: QueueName, owner: str, chat_keys: Sequence[str], lease: float
@@ -612,9 +620,13 @@ class SQLiteStore:
                 if conn.execute(sql["due_any"], (now,)).fetchone() is None:
                     return []
         until = now + lease
-        with self._tx as conn:
+
+        def lease_heads(conn: sqlite3.Connection) -> list[Any]:
             rows = conn.execute(sql["due_heads"], (now, limit)).fetchall()
             conn.executemany(sql["lease"], [(owner, until, row[9]) for row in rows])
+            return rows
+
+        rows = self._group.run(lease_heads)
         if rows:
             self._busy.add(queue)
         else:
@@ -650,13 +662,13 @@ class SQLiteStore:
         An item no longer queued (a late worker's) changes nothing.
         """
         sql = _sql(item.queue)
-        with self._tx as conn:
-            self._remove(conn, sql, item)
+        self._group.run(lambda conn: self._remove(conn, sql, item))
 
     def reschedule(self, item: QueueItem) -> None:
         """Save ``attempts``, ``next_attempt_at``, ``deadline``, ``last_error``; release."""
         sql = _sql(item.queue)
-        with self._tx as conn:
+
+        def update(conn: sqlite3.Connection) -> None:
             key = (*_bucket(item.chat_key), item.chat_key, item.id)
             found = conn.execute(sql["find"], key).fetchone()
             if found is None:
@@ -666,13 +678,18 @@ class SQLiteStore:
             retry = (item.attempts, item.next_attempt_at, item.deadline, item.last_error)
             conn.execute(sql["update"], (*retry, holder, until, seq, time.time()))
 
+        self._group.run(update)
+
     def bury(self, item: QueueItem) -> None:
         """Move the item to the dead letters (keeping ``last_error``); release its chat."""
         sql = _sql(item.queue)
-        with self._tx as conn:
+
+        def move(conn: sqlite3.Connection) -> None:
             if self._remove(conn, sql, item):
                 values = (*_columns(item), time.time(), item.queue)
                 conn.execute(INSERT_DEAD_LETTER, values)
+
+        self._group.run(move)
 
     def pending(self, queue: QueueName) -> int:
         """How many items wait in ``queue`` (claimed ones included, dead letters excluded)."""
