@@ -3,6 +3,9 @@ webhook ``POST`` with ``{"result":"ok"}``:
 
 - ``bare``: a plain WSGI function that reads the body and ``json.loads`` it;
 - ``flask_app()``: the same in a minimal Flask app (``request.get_json()``);
+- ``BareHandler``: the same on the SDK's own server (``python -m benchmarks.peer_apps PORT``
+  serves it with :class:`~omnichannel.integrations.server.LocalServer`, as ``omnichannel serve``
+  serves the connector);
 - ``connector_app()``: the SDK's :class:`~omnichannel.Connector` (echo bot) through its WSGI
   shim, store and channel URL from ``OMNICHANNEL_BENCH_STORE`` and
   ``OMNICHANNEL_BENCH_CHANNEL_URL``.
@@ -61,3 +64,23 @@ def connector_app() -> Any:
     )
     connector.start()
     return wsgi_app(connector)
+
+
+class BareHandler:
+    """The bare webhook as a handler of the SDK's server: read the body, decode it, answer."""
+
+    def handle(self, request: Any) -> Any:
+        from omnichannel.runtime.http import Response
+
+        if request.path != PATH or request.method != "POST":
+            return Response(404, b"")
+        json.loads(request.body)
+        return Response(200, OK, {"Content-Type": "application/json"})
+
+
+if __name__ == "__main__":
+    import sys
+
+    from omnichannel.integrations.server import LocalServer
+
+    LocalServer(BareHandler(), port=int(sys.argv[1])).serve_forever()

@@ -199,7 +199,7 @@ def _add_serve(sub: Any) -> None:
         type=_number(float, "--max-ack-delay", 0),
         default=_env_number("MAX_ACK_DELAY", float, "--max-ack-delay", 0),
         help="seconds an acknowledgement may wait while the bot is behind (0: never) "
-        "(OMNICHANNEL_MAX_ACK_DELAY; default 0.25)",
+        "(OMNICHANNEL_MAX_ACK_DELAY; default 0: off)",
     )
     p.add_argument(
         "--front-end",
@@ -344,7 +344,7 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else server_options.get("port", 8080)
     runtime = deployment.runtime
     try:
-        server = LocalServer(deployment.router, host=host, port=port)
+        server = LocalServer(deployment.router, host=host, port=port, max_queue_delay=0.1)
     except OSError as exc:
         runtime.close(0)
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

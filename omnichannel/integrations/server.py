@@ -25,6 +25,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 _MAX_HEAD = 64 * 1024  # request line and headers
 _PAUSE_ABOVE = 1 << 20  # buffered bytes of pipelined requests before reading pauses
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_YIELD_EVERY = 0.002  # seconds between two yields of the GIL to the handler threads
 _HEALTHY = Response.json(200, {"status": "ok"})
 
 
@@ -179,14 +181,6 @@ class _Connection(asyncio.Protocol):
         )
         self.head = (method.upper(), target, version, headers, keep_alive)
         server = self.server
-        if (
-            server.healthz
-            and method in ("GET", "HEAD")
-            and target.split("?", 1)[0] == server.healthz
-        ):
-            self.head = None
-            self._respond(_HEALTHY, keep_alive, head_only=method == "HEAD")
-            return True
         limit = server.max_body
         if chunked:  # a chunked body has no length, whatever Content-Length says
             self.length = -1
@@ -198,6 +192,8 @@ class _Connection(asyncio.Protocol):
                 raise _BadRequest(400, "Bad request: Content-Length is not a number.") from None
             if self.length < 0:
                 raise _BadRequest(400, "Bad request: Content-Length is negative.")
+            if length is not None and not (length.isascii() and length.isdigit()):  # "+5", "1_0"
+                raise _BadRequest(400, "Bad request: Content-Length is not a number.")
             if self.length > limit:
                 self.head = None
                 self._refuse(too_large(server.handler or server, limit))
@@ -233,12 +229,10 @@ class _Connection(asyncio.Protocol):
                     self.length = -1
                     return b"".join(self.chunks)
                 continue
-            try:
-                size = int(bytes(buffer[:end]).split(b";", 1)[0].strip() or b"x", 16)
-            except ValueError:
-                raise _BadRequest(400, "Bad request: malformed chunk size.") from None
-            if size < 0:
+            digits = bytes(buffer[:end]).split(b";", 1)[0].strip()
+            if not digits or digits.translate(None, b"0123456789abcdefABCDEF"):
                 raise _BadRequest(400, "Bad request: malformed chunk size.")
+            size = int(digits, 16)
             if size == 0:
                 del buffer[: end + 2]
                 self.length = -2
@@ -259,6 +253,14 @@ class _Connection(asyncio.Protocol):
         assert self.head is not None
         method, target, _version, headers, keep_alive = self.head
         self.head = None
+        server = self.server
+        if (
+            server.healthz
+            and method in ("GET", "HEAD")
+            and target.split("?", 1)[0] == server.healthz
+        ):
+            self._respond(_HEALTHY, keep_alive, head_only=method == "HEAD")  # its body dropped
+            return
         path, _, query = target.partition("?")
         if path.startswith(("http://", "https://")):  # absolute form (RFC 9112, 3.2.2)
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
@@ -268,15 +270,24 @@ class _Connection(asyncio.Protocol):
             # the handler's immediate answer (503 + Retry-After from an overloaded pipeline, or
             # when more requests wait for a thread than max_waiting), on the loop
             try:
-                shed = server._shed(request, busy=server._inflight >= server._saturated)
+                limit = server.max_queue_delay
+                busy = limit is not None and server._queue_delay() > limit
+                shed = server._shed(request, busy=busy)
             except Exception:
                 log.exception("server: the handler's shed() raised")
                 shed = None
             if shed is not None:
                 self._respond(shed, keep_alive, head_only=method == "HEAD")
+                if server._waiting:
+                    # let the handler threads run: refusals are cheap and a flooding client
+                    # sends the next request at once, so the loop would otherwise keep the GIL
+                    now = time.monotonic()
+                    if now - server._yielded > _YIELD_EVERY:
+                        server._yielded = now
+                        time.sleep(0)
                 return
         self.busy = True
-        server._inflight += 1
+        server._waiting.append(time.monotonic())
         future = server._pool.submit(server._call, request)
         loop = server._loop
         assert loop is not None
@@ -289,7 +300,7 @@ class _Connection(asyncio.Protocol):
 
     def _answered(self, future: Future[Response], keep_alive: bool, method: str) -> None:
         self.busy = False
-        self.server._inflight -= 1
+        self.last_active = time.monotonic()  # idle from the answer, however long it took
         if self.closing:
             return
         try:
@@ -357,11 +368,13 @@ class LocalServer:
         threads: the most requests with the handler at once (the others wait their turn, in
             order of arrival).
         keep_alive: seconds an idle keep-alive connection is kept open.
-        max_waiting: for a handler with ``shed(request, busy=...)`` (every channel and the
-            ``serve`` router): when this many requests already wait for a thread, the next
-            ones are offered to ``shed`` with ``busy=True``, which answers the channel's
-            retryable refusal (503 + ``Retry-After``) at once instead of queueing them
-            (load shedding: acknowledgements stay fast under a flood).
+        max_queue_delay: for a handler with ``shed(request, busy=...)`` (every channel and
+            the ``serve`` router): while the oldest request waiting for a thread has waited
+            longer than this (seconds), new requests are offered to ``shed`` with
+            ``busy=True``, which answers the channel's retryable refusal (503 +
+            ``Retry-After``) at once instead of queueing them: load shedding, so that
+            acknowledgements stay fast under a flood (``None``: requests queue however long;
+            ``omnichannel serve`` uses 0.1 s).
     """
 
     def __init__(
@@ -374,7 +387,7 @@ class LocalServer:
         backlog: int = 2048,
         threads: int = 16,
         keep_alive: float = 75.0,
-        max_waiting: int = 64,
+        max_queue_delay: float | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
@@ -392,12 +405,15 @@ class LocalServer:
         self._clock = _Clock()
         shed = getattr(handler, "shed", None)
         self._shed: Callable[..., Response | None] | None = shed if callable(shed) else None
-        self._inflight = 0  # requests with the handler or waiting for a thread
-        self._saturated = threads + max_waiting
+        self.max_queue_delay = max_queue_delay
+        # when each request still waiting for a thread was queued (the pool takes them in order)
+        self._waiting: deque[float] = deque()
+        self._yielded = 0.0
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._serving = threading.Event()  # the loop is past create_server
         self._closed = False
 
     @property
@@ -417,7 +433,14 @@ class LocalServer:
             return self.handler.handle(request)
         return Response.error(404, "Not found.")
 
+    def _queue_delay(self) -> float:
+        """How long the oldest request waiting for a thread has waited (seconds)."""
+        waiting = self._waiting
+        return time.monotonic() - waiting[0] if waiting else 0.0
+
     def _call(self, request: Request) -> Response:
+        with contextlib.suppress(IndexError):
+            self._waiting.popleft()  # this one's wait is over
         try:
             return self.handle(request)
         except Exception:
@@ -440,6 +463,7 @@ class LocalServer:
                 )
             )
             sweep = loop.call_later(1.0, self._sweep)
+            self._serving.set()
             loop.run_forever()
             sweep.cancel()
             server.close()
@@ -448,6 +472,7 @@ class LocalServer:
                     connection.transport.abort()
             loop.run_until_complete(asyncio.sleep(0))
         finally:
+            self._serving.clear()
             self._loop = None
             loop.close()
             self._stopped.set()
@@ -479,7 +504,8 @@ class LocalServer:
                 target=self.serve_forever, name=f"{type(self).__name__}:{self.port}", daemon=True
             )
             self._thread.start()
-            _wait(lambda: self._loop is not None or self._stopped.is_set())
+            # until serving: a stop() before would end run_until_complete(create_server)
+            _wait(lambda: self._serving.is_set() or self._stopped.is_set())
         return self
 
     def stop(self) -> None:

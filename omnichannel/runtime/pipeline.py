@@ -145,7 +145,7 @@ class Runtime:
         max_turn_attempts: int = 5,
         admission_concurrency: int = 2,
         pace_above: int | None = 256,
-        max_ack_delay: float = 0.25,
+        max_ack_delay: float = 0.0,
         outbox_workers: int = 8,
         outbox_deadline: float = 3600.0,
         outbox_backoff: float = 1.0,
