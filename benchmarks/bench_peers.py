@@ -6,8 +6,14 @@
   of the same body and vs slack_bolt ``App.dispatch`` with a no-op listener (run before the
   response, as the connector's inline runner does);
 - one echo reply sent through the SDK's client (``Connector.deliver``: ``OmnichannelClient.call``,
-  one attempt) to a local keep-alive :class:`~omnichannel.testing.RecordingChannelServer`, vs
-  ``json.loads``; the same POST with the standard library's ``http.client`` shows the floor;
+  one attempt, the default pooled transport) to a local keep-alive
+  :class:`~omnichannel.testing.RecordingChannelServer`, vs ``json.loads``; the same POST with
+  the standard library's ``http.client`` on one kept-alive connection shows the floor. Both
+  reply rows are the *sender's own cost*: the sink runs in another process and the row is the
+  CPU time of the sending thread per reply (``time.thread_time``: user + system time of the
+  thread, so the kernel's work for its socket calls counts, the sink's work and the wait for
+  its answer do not). Wall time per reply would add the sink's CPU and the loopback round trip,
+  which on a small machine are most of it and are not the SDK's to spend;
 - import time (``-X importtime``) vs pydantic and slack_bolt;
 - bytes per dedupe key of :class:`~omnichannel.runtime.stores.MemoryStore` at 1,000,000 keys;
 - HTTP with wrk: ``omnichannel serve`` (SQLite) and the connector's WSGI app under gunicorn
@@ -70,10 +76,14 @@ class Candidate:
     calls (e.g. to make ``n`` fresh bodies)."""
 
     def __init__(
-        self, call: Callable[[], object], prepare: Callable[[int], None] | None = None
+        self,
+        call: Callable[[], object],
+        prepare: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.call = call
         self.prepare = prepare
+        self.clock = clock
         self.number = 1
         self.best = float("inf")
 
@@ -81,12 +91,12 @@ class Candidate:
         """Seconds per call over ``number`` calls."""
         if self.prepare is not None:
             self.prepare(number)
-        call = self.call
+        call, clock = self.call, self.clock
         loop = itertools.repeat(None, number)
-        start = time.perf_counter()
+        start = clock()
         for _ in loop:
             call()
-        return (time.perf_counter() - start) / number
+        return (clock() - start) / number
 
     def calibrate(self, min_time: float) -> None:
         """Find the number of calls that takes about ``min_time``."""
@@ -331,9 +341,43 @@ def bolt_candidate() -> Candidate:
     return Candidate(call)
 
 
+_SINK = (
+    "import sys\n"
+    "from omnichannel.testing import RecordingChannelServer\n"
+    "with RecordingChannelServer() as sink:\n"
+    "    print(sink.channel_url, flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
+@contextmanager
+def sink_process() -> Iterator[str]:
+    """A :class:`~omnichannel.testing.RecordingChannelServer` in a process of its own (its CPU
+    is not the sender's); yields its channel URL; stops when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().decode().strip()
+        if not url:
+            raise RuntimeError("the sink process did not start")
+        yield url
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def reply_candidates(channel_url: str) -> tuple[Candidate, Candidate, Callable[[], None]]:
     """One echo reply through ``Connector.deliver`` (``OmnichannelClient.call``, one attempt,
-    the SDK's pooled keep-alive session), and the same POST through ``http.client``."""
+    the SDK's pooled keep-alive transport), and the same POST through ``http.client`` on one
+    kept-alive connection; both timed in CPU time of the sending thread (the module docstring
+    says why)."""
     from omnichannel import Connector
 
     connector = Connector(token="bench-token", channel_url=channel_url, inline=True)
@@ -363,7 +407,7 @@ def reply_candidates(channel_url: str) -> tuple[Candidate, Candidate, Callable[[
         connection.close()
         connector.close()
 
-    return Candidate(sdk), Candidate(floor), close
+    return Candidate(sdk, clock=time.thread_time), Candidate(floor, clock=time.thread_time), close
 
 
 # import time ----------------------------------------------------------------------------------
@@ -647,14 +691,21 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     repeat = max(7, args.repeat)
 
     from omnichannel import parse_event
-    from omnichannel.testing import RecordingChannelServer
 
     rows: list[tuple[str, ...]] = [("measure", "omnichannel", "peer", "ratio", "target", "verdict")]
     ok = True
     candidates: dict[str, Candidate] = {}
+    from omnichannel import _fastparse
+
+    # parse_event as installed (with msgspec when the `fast` extra is there), and with the
+    # runtime dependencies alone (the same code, JSON decoded by the standard library)
+    fast = _fastparse.fast_loads is not None
+    with_fast = " with omnichannel[fast]" if fast else ""
     for name, body in PAYLOADS.items():
         candidates[f"json {name}"] = Candidate(lambda body=body: json.loads(body))
-        candidates[f"parse {name}"] = Candidate(lambda body=body: parse_event(body))
+        candidates[f"parse std {name}"] = Candidate(lambda body=body: _fastparse.parse(body, None))
+        if fast:
+            candidates[f"parse {name}"] = Candidate(lambda body=body: parse_event(body))
     model = pydantic_event_model() if installed("pydantic") else None
     if model is not None:
         for name, body in PAYLOADS.items():
@@ -675,8 +726,8 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     candidates["handle"] = handle
     if installed("slack_bolt"):
         candidates["bolt"] = bolt_candidate()
-    with RecordingChannelServer() as sink:
-        sdk, floor, close_reply = reply_candidates(sink.channel_url)
+    with sink_process() as channel_url:
+        sdk, floor, close_reply = reply_candidates(channel_url)
         candidates["reply"], candidates["reply floor"] = sdk, floor
         try:
             us = interleaved(candidates, repeat=repeat)
@@ -684,18 +735,25 @@ def bench_peers(argv: list[str] | None = None) -> bool:
             close_reply()
             close_handle()
 
+    if not fast:
+        for name in PAYLOADS:
+            us[f"parse {name}"] = us[f"parse std {name}"]
     for name in PAYLOADS:
-        row = _ratio_row(f"parse_event({name}) vs json.loads", us[f"parse {name}"],
-                         us[f"json {name}"], PARSE_VS_JSON)  # fmt: skip
+        row = _ratio_row(f"parse_event({name}) vs json.loads, runtime dependencies alone",
+                         us[f"parse std {name}"], us[f"json {name}"], PARSE_VS_JSON)  # fmt: skip
         ok &= row[-1] != "MISS"
         rows.append(row)
+    if fast:
+        for name in PAYLOADS:
+            rows.append(_ratio_row(f"parse_event({name}){with_fast} vs json.loads",
+                                   us[f"parse {name}"], us[f"json {name}"], None))  # fmt: skip
     for name in PAYLOADS:
-        row = _ratio_row(f"parse_event({name}) vs pydantic model_validate_json",
+        row = _ratio_row(f"parse_event({name}){with_fast} vs pydantic model_validate_json",
                          us[f"parse {name}"], us.get(f"pydantic {name}"), PARSE_VS_PYDANTIC)  # fmt: skip
         ok &= row[-1] != "MISS"
         rows.append(row)
     for name in PAYLOADS:
-        rows.append(_ratio_row(f"parse_event({name}) vs msgspec Struct decode",
+        rows.append(_ratio_row(f"parse_event({name}){with_fast} vs msgspec Struct decode",
                                us[f"parse {name}"], us.get(f"msgspec {name}"), None))  # fmt: skip
     if "orjson text" in us:  # what decoding with orjson (a "fast" extra) could save
         rows.append(_ratio_row("  orjson.loads(text) vs json.loads (JSON decoding alone)",
@@ -707,11 +765,11 @@ def bench_peers(argv: list[str] | None = None) -> bool:
         row = _ratio_row(label, us["handle"], peer, target)
         ok &= row[-1] != "MISS"
         rows.append(row)
-    row = _ratio_row("echo reply (Connector.deliver) vs json.loads(body)", us["reply"],
+    row = _ratio_row("echo reply (Connector.deliver, sender CPU) vs json.loads(body)", us["reply"],
                      us["json webhook"], REPLY_VS_JSON)  # fmt: skip
     ok &= row[-1] != "MISS"
     rows.append(row)
-    rows.append(_ratio_row("  the same POST by http.client (floor) vs json.loads(body)",
+    rows.append(_ratio_row("  the same POST by http.client (floor, CPU) vs json.loads(body)",
                            us["reply floor"], us["json webhook"], None))  # fmt: skip
 
     statements = {"omnichannel": "import omnichannel"}

@@ -35,6 +35,7 @@ __all__ = [
     "read_int",
     "read_text",
     "read_timestamp",
+    "shallow_json",
     "show",
     "without_lone_surrogates",
     "wrong",
@@ -112,7 +113,20 @@ def decode_json(body: bytes | bytearray | memoryview | str) -> Any:
             text = body
         else:
             text = bytes(body).decode("utf-8")  # type: ignore[arg-type]
-        value = _decode(text)
+        value = _NOT_QUICK
+        if text[:1] == "{" and (len(text) <= 2 * _MAX_QUICK_DEPTH or shallow_json(text)):
+            # an object, through the C scanner directly: JSONDecoder.decode adds two regular
+            # expression matches and two frames; an error (raised again by _decode, with its
+            # message) or extra data goes the usual way
+            try:
+                value, end = _scan(text, 0)
+            except Exception:
+                value = _NOT_QUICK
+            else:
+                if end != len(text) and text[end:].strip(" \t\n\r"):
+                    value = _NOT_QUICK
+        if value is _NOT_QUICK:
+            value = _decode(text)
     except RecursionError:
         raise PayloadError("", "body is not valid JSON: nested too deeply") from None
     except UnicodeDecodeError:
@@ -134,8 +148,23 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
 
-_decode = json.JSONDecoder(parse_constant=_no_constant).decode  # built once: json.loads(**kw)
-# would build a decoder per call
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+_decode = _decoder.decode  # built once: json.loads(**kw) would build a decoder per call
+_scan = _decoder.scan_once  # type: ignore[attr-defined]  # the C scanner decode() calls
+_NOT_QUICK: Any = object()
+_MAX_QUICK_DEPTH = 256
+
+
+def shallow_json(body: bytes | str) -> bool:
+    """True when ``body`` cannot nest deeper than 256 levels (too few brackets to): a decoder
+    that uses a frame or two less of the recursion limit than ``json``'s then decodes it alike.
+    Cheap for small bodies (their length tells), a count of brackets for larger ones."""
+    if len(body) <= 2 * _MAX_QUICK_DEPTH:
+        return True
+    if type(body) is bytes:
+        return body.count(b"{") + body.count(b"[") <= _MAX_QUICK_DEPTH
+    return body.count("{") + body.count("[") <= _MAX_QUICK_DEPTH  # type: ignore[arg-type]
+
 
 _FORM_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _FORM_PART = re.compile(r"\[([^\[\]]*)\]")

@@ -35,7 +35,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 ChatId = Union[int, str]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class VisitorFields:
     """The visitor's profile as the channel sends it (``visitor.fields``).
 
@@ -62,7 +62,7 @@ class VisitorFields:
 _KNOWN_VISITOR_FIELDS = frozenset(("name", "login", "phone", "email", "site"))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Visitor:
     """The person writing to the agent: a pseudo-unique id from the channel and their fields."""
 
@@ -70,7 +70,7 @@ class Visitor:
     fields: VisitorFields = VisitorFields()
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Button:
     """One button of a keyboard: the id the bot chose and the label the visitor sees."""
 
@@ -78,7 +78,7 @@ class Button:
     text: str
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class TextMessage:
     """A text from the visitor (``kind: "visitor"``)."""
 
@@ -87,7 +87,7 @@ class TextMessage:
     text: str
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class FileInfo:
     """What the channel tells about a file (``message.data`` of a ``file_visitor``).
 
@@ -103,7 +103,7 @@ class FileInfo:
     url: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class FileMessage:
     """A file from the visitor (``kind: "file_visitor"``). The SDK never downloads it."""
 
@@ -117,7 +117,7 @@ class FileMessage:
         return self.file.state is None or self.file.state == "ready"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class ButtonPress:
     """A press of a keyboard button (``kind: "keyboard_response"``).
 
@@ -133,7 +133,7 @@ class ButtonPress:
 InboundMessage = Union[TextMessage, FileMessage, ButtonPress]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class NewMessageEvent:
     """``event: "new_message"``: one message from a visitor in chat ``chat_id``.
 
@@ -152,7 +152,7 @@ class NewMessageEvent:
         return (self.message,)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class NewChatEvent:
     """Webim 2.0 ``event: "new_chat"``: a chat handed to the bot, with its visitor messages.
 

@@ -61,9 +61,7 @@ async def _flood(port: int) -> list[tuple[str, int, bool]]:
     answers: list[tuple[str, int, bool]] = []
     deadline = time.monotonic() + SECONDS
     budget = [MAX_REQUESTS]
-    await asyncio.gather(
-        *(_client(port, i, deadline, answers, budget) for i in range(CONNECTIONS))
-    )
+    await asyncio.gather(*(_client(port, i, deadline, answers, budget) for i in range(CONNECTIONS)))
     return answers
 
 

@@ -327,7 +327,7 @@ def test_a_configuration_with_nothing_to_play_is_one_error(tmp_path: Path) -> No
 def test_page_server_binds_loopback_and_guards_its_actions(playground: Playground) -> None:
     pg = playground
     assert pg.page._server.server_address[0] == "127.0.0.1"
-    assert pg.webhooks._server.server_address[0] == "127.0.0.1"
+    assert pg.webhooks._socket.getsockname()[0] == "127.0.0.1"
     page = requests.get(pg.url, timeout=5)
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]

@@ -350,3 +350,66 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
         for p in procs:
             p.join(30)
         assert outcomes == ["ok"] * 4
+
+
+# group commit ---------------------------------------------------------------------------------
+def _item(i: int) -> QueueItem:
+    return QueueItem(destination="d", chat_key=f"d:{i % 3}", payload={"n": i})
+
+
+def test_writes_of_many_threads_commit_together_and_each_gets_its_own_outcome(
+    store: SQLiteStore,
+) -> None:
+    results: dict[int, bool] = {}
+    start = threading.Barrier(24)
+
+    def admit(i: int) -> None:
+        start.wait()
+        # every key twice: exactly one of each pair is new
+        results[i] = store.inbox_admit(_item(i), f"key-{i // 2}", 60)
+
+    threads = [threading.Thread(target=admit, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 24
+    assert sum(results.values()) == 12
+    assert all(results[2 * k] != results[2 * k + 1] for k in range(12))
+    assert store.pending(INBOX) == 12
+
+
+def test_a_write_waits_for_another_process_lock_and_fails_only_past_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "busy.db"
+    store = SQLiteStore(path, busy_timeout=1.0)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        done = threading.Event()
+        outcome: list[object] = []
+
+        def admit() -> None:
+            try:
+                outcome.append(store.inbox_admit(_item(1), "waits", 60))
+            except Exception as exc:
+                outcome.append(exc)
+            done.set()
+
+        threading.Thread(target=admit).start()
+        assert not done.wait(0.2)  # waiting for the lock, not failed
+        other.execute("COMMIT")
+        assert done.wait(5)
+        assert outcome == [True]
+        # held past the busy timeout: the write fails and nothing is stored
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.inbox_admit(_item(2), "fails", 60)
+        other.execute("COMMIT")
+        assert store.pending(INBOX) == 1
+        # the connection's own busy timeout is intact afterwards
+        assert store.inbox_admit(_item(3), "after", 60)
+    finally:
+        other.close()
+        store.close()

@@ -4,6 +4,7 @@ the inbound ``new_message`` webhook with its status contract, and the outbound c
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -16,7 +17,7 @@ import attrs
 
 from omnichannel.codec import unstructure, unstructure_message
 from omnichannel.errors import ConfigurationError, DeliveryError, PayloadError, UnsupportedEvent
-from omnichannel.models import ChatId, FileMessage, OutboundMessage, SendMessage
+from omnichannel.models import ChatId, Event, FileMessage, OutboundMessage, SendMessage
 from omnichannel.protocol import parse_event
 from omnichannel.rendering import OMNICHANNEL, Capabilities, render
 from omnichannel.runtime.bot import Bot, Reply, Turn, to_outbound
@@ -25,12 +26,13 @@ from omnichannel.runtime.pipeline import Delivery, Runtime, WebhookChannel
 from omnichannel.runtime.sending import (
     LazySession,
     RetryPolicy,
+    default_session,
     redact_url,
     request_with_retries,
 )
 
 if TYPE_CHECKING:
-    import requests
+    from omnichannel.runtime.sending import Session
 
 __all__ = [
     "NO_ACTIVE_CHANNEL",
@@ -58,22 +60,24 @@ class OmnichannelClient:
         channel_url: the channel's webhook URL (``https://your_company.com``); the method name is
             appended (``…/send_message``). With "unique URL" auth the secret lives in it.
         token: with header auth, sent as ``Authorization: Token {token}``.
-        session: a ``requests.Session`` (the test seam); by default a pooled keep-alive
-            session that ignores proxy variables (:func:`~omnichannel.runtime.sending.new_session`),
-            made on the first call.
+        session: by default the SDK's pooled keep-alive transport
+            (:class:`~omnichannel.runtime.pool.PooledSession`), made on the first call; it
+            ignores proxy variables. Give a ``requests.Session`` for proxies, custom TLS or auth
+            (``new_session(trust_env=True)`` of :mod:`omnichannel.runtime.sending` reads
+            ``HTTP(S)_PROXY`` from the environment).
         retry: timeouts and retries of every call.
         max_message_length: texts longer than this are split on word boundaries into several
             messages (``None``: never split; the seed leaves > 1000 characters to the channel).
         strip_markdown: send markdown as plain text (the protocol has no markup).
     """
 
-    session = LazySession()
+    session: LazySession[Session] = LazySession(default_session)
 
     def __init__(
         self,
         channel_url: str,
         token: str | None = None,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         *,
         retry: RetryPolicy | None = None,
         max_message_length: int | None = 1000,
@@ -87,6 +91,8 @@ class OmnichannelClient:
         self.retry = retry or RetryPolicy()
         self.max_message_length = max_message_length
         self.strip_markdown = strip_markdown
+        self._urls: dict[tuple[str, str], str] = {}
+        self._capabilities: tuple[tuple[int | None, bool], Capabilities] | None = None
 
     def __repr__(self) -> str:
         return f"OmnichannelClient({redact_url(self.channel_url)!r})"
@@ -95,11 +101,18 @@ class OmnichannelClient:
     def capabilities(self) -> Capabilities:
         """What the channel shows: :data:`~omnichannel.rendering.OMNICHANNEL` with this client's
         ``max_message_length`` and ``strip_markdown``."""
-        return attrs.evolve(
-            OMNICHANNEL,
-            markdown=not self.strip_markdown,
-            max_length=self.max_message_length or None,
-        )
+        settings = (self.max_message_length, self.strip_markdown)
+        made = self._capabilities
+        if made is None or made[0] != settings:  # made once per setting, not per reply
+            made = self._capabilities = (
+                settings,
+                attrs.evolve(
+                    OMNICHANNEL,
+                    markdown=not self.strip_markdown,
+                    max_length=self.max_message_length or None,
+                ),
+            )
+        return made[1]
 
     def render(self, message: Reply) -> list[OutboundMessage]:
         """The wire messages for one reply (:func:`omnichannel.rendering.render`): markdown
@@ -114,21 +127,22 @@ class OmnichannelClient:
         Raises:
             DeliveryError: a non-2xx status after retries, or a 2xx answer carrying ``error``.
         """
-        headers = {"Content-Type": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Token {self._token}"
-        # the method goes after the URL's path, before a query the URL may carry
-        parts = urlsplit(self.channel_url)
-        url = urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{method}"))
+        url = self._urls.get((self.channel_url, method))
+        if url is None:
+            # the method goes after the URL's path, before a query the URL may carry
+            parts = urlsplit(self.channel_url)
+            url = urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{method}"))
+            self._urls[(self.channel_url, method)] = url
+        token = self._token
         response = request_with_retries(
             self.session,
             "POST",
             url,
             json=body,
-            headers=headers,
+            headers={"Authorization": f"Token {token}"} if token else None,
             policy=self.retry,
             attempts=attempts,
-            secrets=tuple(s for s in (self._token,) if s),
+            secrets=(token,) if token else (),
         )
         try:
             answer = response.json()
@@ -214,7 +228,7 @@ class Connector(WebhookChannel):
         channel_url: str | None = None,
         channel_token: str | None = None,
         client: OmnichannelClient | None = None,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         retry: RetryPolicy | None = None,
         runtime: Runtime | None = None,
         store: Any = None,
@@ -241,6 +255,9 @@ class Connector(WebhookChannel):
         self._handover = handover
         self.handover_text = handover_text
         self.files_require_state = files_require_state
+        # body text -> its event, parsed at admission, taken by the turn that runs it (soon,
+        # inline or on an idle worker) instead of parsing the same body again; bounded
+        self._parsed: dict[str, Event] = {}
         self._attach(runtime, name, store=store, inline=inline, **runtime_options)
 
     def __repr__(self) -> str:
@@ -308,11 +325,23 @@ class Connector(WebhookChannel):
                     message_id=None if message.id is None else str(message.id),
                 )
             )
+        if body is not None and len(event.messages) == 1:
+            self._remember_parsed(body, event)
         return deliveries
+
+    def _remember_parsed(self, body: str, event: Event) -> None:
+        parsed = self._parsed
+        if len(parsed) >= 64:  # turns wait: forget the oldest (they parse their body again)
+            with contextlib.suppress(LookupError, RuntimeError):  # another thread is at it
+                del parsed[next(iter(parsed))]
+        parsed[body] = event
 
     def process(self, payload: Mapping[str, Any]) -> None:
         """Run the bot on one stored message."""
-        event = parse_event(payload["body"])
+        body = payload["body"]
+        event = self._parsed.pop(body, None) if type(body) is str else None
+        if event is None:
+            event = parse_event(body)
         message = event.messages[int(payload["i"])]
         log.info("omnichannel: chat %s: %s %s", event.chat_id, message.kind, message.id)
         self.bot(Turn(event, message, self))

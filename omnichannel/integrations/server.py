@@ -1,7 +1,7 @@
 """The one local HTTP server of the SDK: ``omnichannel serve``, the demo, the fake platforms of
 :mod:`omnichannel.testing` and the tests all serve a handler through it.
 
-An HTTP/1.1 server on one event loop (``asyncio``; ``uvloop`` when installed): the loop reads
+An HTTP/1.1 server on one event loop (the standard library's ``asyncio``): the loop reads
 and writes every connection and parses requests; handlers run in a bounded pool of threads
 (they are synchronous and may block on the store). Compared with a thread per connection it
 keeps the tail latency flat at hundreds of connections (requests wait in one FIFO queue instead
@@ -48,15 +48,6 @@ _YIELD_EVERY = 0.002  # seconds between two yields of the GIL to the handler thr
 _HEALTHY = Response.json(200, {"status": "ok"})
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 class _Clock:
     """The ``Date`` header, formatted once a second."""
 
@@ -98,7 +89,7 @@ class _Connection(asyncio.Protocol):
 
     # asyncio callbacks ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
+        self.transport = cast("asyncio.Transport", transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -453,7 +444,7 @@ class LocalServer:
         loop wakes on events)."""
         if self._closed:
             raise RuntimeError("this server was stopped")
-        loop = _new_loop()
+        loop = asyncio.new_event_loop()
         self._loop = loop
         self._stopped.clear()
         try:

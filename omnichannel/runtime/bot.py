@@ -109,6 +109,8 @@ def to_outbound(result: HandlerResult) -> list[OutboundMessage]:
 def history_text(message: OutboundMessage) -> str:
     """The text a reply leaves in the history (a keyboard as its numbered list, a file as its
     link), as a channel without buttons would show it."""
+    if isinstance(message, TextReply):  # as written: the transcript keeps markdown, no limit
+        return message.text
     return "\n".join(render_text([message], TRANSCRIPT))
 
 

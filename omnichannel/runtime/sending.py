@@ -1,9 +1,11 @@
 """Outbound HTTP: one retry policy (timeouts, capped exponential backoff with jitter,
 ``Retry-After``) and typed failures that never show a secret.
 
-``requests`` (and urllib3 under it, about 60 ms to import) is imported when the first session
-is made, not with this module: a client's default session is a :class:`LazySession`, made on
-first use, so a process that never sends never imports it.
+The SDK's clients send through :class:`~omnichannel.runtime.pool.PooledSession` by default:
+keep-alive connections per destination host on the standard library's ``http.client``, proxy
+variables ignored, nothing re-read from the environment per call. A ``requests.Session`` given
+to a client (proxies, custom TLS, auth; :func:`new_session` makes a pooled one) is used as it
+is. ``requests`` (about 60 ms to import) is imported only when such a session is made.
 """
 
 from __future__ import annotations
@@ -14,19 +16,31 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
 import attrs
 
 from omnichannel.errors import DeliveryError
+from omnichannel.runtime.pool import PooledSession, TransportError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import requests
+
+    from omnichannel.runtime.pool import PooledResponse
+
+    Session: TypeAlias = "requests.Session | PooledSession"
+    """What a client sends with: the SDK's pooled transport or a ``requests.Session``."""
+    HTTPResponse: TypeAlias = "requests.Response | PooledResponse"
 
 __all__ = [
     "LazySession",
+    "PooledSession",
     "RetryPolicy",
+    "TransportError",
+    "default_session",
     "new_session",
     "parse_retry_after",
     "redact_url",
@@ -64,11 +78,14 @@ class RetryPolicy:
 
 
 def new_session(*, trust_env: bool = False, pool_size: int = 16) -> requests.Session:
-    """A pooled keep-alive session for one destination.
+    """A pooled keep-alive ``requests.Session`` for one destination, to give a client that
+    needs what the default transport (:class:`~omnichannel.runtime.pool.PooledSession`) does
+    not do: proxies, client certificates, custom auth.
 
     ``trust_env`` is off by default: with it on, ``requests`` re-reads proxy variables and
     ``.netrc`` on every call (about half the cost of a local call). Pass ``trust_env=True`` to
-    use ``HTTP(S)_PROXY`` / ``NO_PROXY`` from the environment.
+    use ``HTTP(S)_PROXY`` / ``NO_PROXY`` from the environment (the SDK's clients ignore them
+    otherwise).
     """
     import requests
     import requests.adapters
@@ -82,24 +99,42 @@ def new_session(*, trust_env: bool = False, pool_size: int = 16) -> requests.Ses
 
 
 _MAKING = threading.Lock()
+T = TypeVar("T")
 
 
-class LazySession:
-    """A ``session`` attribute whose default (:func:`new_session`) is made on first use.
+def default_session() -> Session:
+    """The session a client of the SDK sends with when given none: a
+    :class:`~omnichannel.runtime.pool.PooledSession` (keep-alive connections per host, proxy
+    variables ignored)."""
+    return PooledSession()
 
-    A client declares ``session = LazySession()`` in its class and assigns ``self.session =
-    session`` (``None`` for the default) in ``__init__``; the pooled session, and ``requests``
-    with it, is made when the client first sends. Assign a session to replace it.
+
+class LazySession(Generic[T]):
+    """A ``session`` attribute whose default is made on first use.
+
+    A client declares ``session = LazySession(default_session)`` in its class and assigns
+    ``self.session = session`` (``None`` for the default) in ``__init__``; the session is made
+    when the client first sends. Assign a session to replace it. Without a factory the default
+    is :func:`new_session` (a ``requests.Session``, importing ``requests`` then).
     """
+
+    @overload
+    def __init__(self: LazySession[requests.Session]) -> None: ...
+
+    @overload
+    def __init__(self, factory: Callable[[], T]) -> None: ...
+
+    def __init__(self, factory: Callable[[], Any] | None = None) -> None:
+        self._factory: Callable[[], Any] = factory or new_session
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"_{name}_made"
 
     @overload
-    def __get__(self, instance: None, owner: type | None = None) -> LazySession: ...
+    def __get__(self, instance: None, owner: type | None = None) -> LazySession[T]: ...
 
     @overload
-    def __get__(self, instance: object, owner: type | None = None) -> requests.Session: ...
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
@@ -109,10 +144,10 @@ class LazySession:
             with _MAKING:  # two threads sending first share one session
                 found = instance.__dict__.get(self._slot)
                 if found is None:
-                    found = instance.__dict__[self._slot] = new_session()
+                    found = instance.__dict__[self._slot] = self._factory()
         return found
 
-    def __set__(self, instance: object, value: requests.Session | None) -> None:
+    def __set__(self, instance: object, value: T | None) -> None:
         instance.__dict__[self._slot] = value
 
     def made(self, instance: object) -> bool:
@@ -152,7 +187,7 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{middle}{last}"
 
 
-def _text_of(response: requests.Response, limit: int = 500) -> str:
+def _text_of(response: HTTPResponse, limit: int = 500) -> str:
     try:
         return response.text[:limit]
     except Exception:  # pragma: no cover - undecodable body
@@ -160,7 +195,7 @@ def _text_of(response: requests.Response, limit: int = 500) -> str:
 
 
 def request_with_retries(
-    session: requests.Session,
+    session: Session,
     method: str,
     url: str,
     *,
@@ -172,27 +207,33 @@ def request_with_retries(
     auth: Any = None,
     attempts: int | None = None,
     secrets: tuple[str, ...] = (),
-    is_retryable: Callable[[requests.Response], bool | None] | None = None,
+    is_retryable: Callable[[Any], bool | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> requests.Response:
+) -> HTTPResponse:
     """Send one HTTP request, retrying per ``policy``; return the 2xx response.
 
-    ``attempts`` overrides the policy's count (``1`` = no retry: the outbox schedules its own).
-    ``is_retryable`` may classify a non-2xx response (``None`` = use the policy's statuses).
-    ``secrets`` are scrubbed from any text that goes into an error.
+    ``session`` is a :class:`~omnichannel.runtime.pool.PooledSession` or a
+    ``requests.Session``. ``attempts`` overrides the policy's count (``1`` = no retry: the outbox
+    schedules its own). ``is_retryable`` may classify a non-2xx response (``None`` = use the
+    policy's statuses). ``secrets`` are scrubbed from any text that goes into an error; the URL
+    appears in errors and logs only as :func:`redact_url` shows it.
 
     Raises:
         DeliveryError: the last failure, with ``status``, ``response_text``, ``retryable`` and
             ``retry_after``.
     """
-    import requests  # loaded already: ``session`` is one of its sessions
+    failures: tuple[type[BaseException], ...]
+    if type(session) is PooledSession:
+        failures = (TransportError,)
+    else:
+        import requests  # loaded already: ``session`` is one of its sessions
 
+        failures = (requests.RequestException, TransportError)
     total = attempts if attempts is not None else policy.attempts
-    where = f"{method} {redact_url(url)}"
     error: DeliveryError | None = None
     for attempt in range(1, total + 1):
         try:
-            response = session.request(
+            response: HTTPResponse = session.request(
                 method,
                 url,
                 json=json,
@@ -202,24 +243,24 @@ def request_with_retries(
                 auth=auth,
                 timeout=policy.timeout,
             )
-        except requests.RequestException as exc:
+        except failures as exc:
+            kind = exc.kind if isinstance(exc, TransportError) else type(exc).__name__
             error = DeliveryError(
-                f"{where} failed: {type(exc).__name__}",
+                f"{method} {redact_url(url)} failed: {kind}",
                 attempts=attempt,
                 retryable=True,
             )
         else:
-            if 200 <= response.status_code < 300:
+            status = response.status_code
+            if 200 <= status < 300:
                 return response
             text = _scrub(_text_of(response), secrets)
             verdict = is_retryable(response) if is_retryable else None
-            retryable = (
-                verdict if verdict is not None else response.status_code in policy.retry_statuses
-            )
+            retryable = verdict if verdict is not None else status in policy.retry_statuses
             retry_after = parse_retry_after(response.headers)
             error = DeliveryError(
-                f"{where} answered {response.status_code}: {text[:200]}",
-                status=response.status_code,
+                f"{method} {redact_url(url)} answered {status}: {text[:200]}",
+                status=status,
                 response_text=text,
                 attempts=attempt,
                 retryable=retryable,

@@ -7,6 +7,7 @@ exceeded") is waited out for ``retry_after`` seconds and retried.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,10 +24,17 @@ from omnichannel.channels.omnidesk.models import (
     _to_int,
 )
 from omnichannel.errors import ConfigurationError, DeliveryError
-from omnichannel.runtime.sending import LazySession, RetryPolicy, request_with_retries
+from omnichannel.runtime.sending import (
+    LazySession,
+    RetryPolicy,
+    default_session,
+    request_with_retries,
+)
 
 if TYPE_CHECKING:
     import requests
+
+    from omnichannel.runtime.sending import HTTPResponse, Session
 
 __all__ = ["MAX_PAGE_SIZE", "OmnideskClient"]
 
@@ -54,7 +62,7 @@ def _error_fields(text: str) -> tuple[str | None, str | None]:
     )
 
 
-def _is_rate_limited(response: requests.Response) -> bool | None:
+def _is_rate_limited(response: HTTPResponse) -> bool | None:
     """``is_retryable`` hook: 429, and the older accounts' 403 "rate limit exceeded", are retried.
 
     When Omnidesk puts ``retry_after`` in the JSON body rather than in a header, it is copied to
@@ -94,8 +102,9 @@ class _Secret:
 
 
 class _BasicAuth:
-    """HTTP Basic auth whose repr never shows the key (a ``requests`` auth: a callable that
-    signs the prepared request; ``requests`` is loaded by then)."""
+    """HTTP Basic auth whose repr never shows the key: a ``requests`` auth (a callable that
+    signs the prepared request; ``requests`` is loaded by then) and, for the SDK's pooled
+    transport, the ``Authorization`` header value (:attr:`authorization`)."""
 
     def __init__(self, email: str, api_key: str) -> None:
         self._key = _Secret(api_key)
@@ -106,6 +115,12 @@ class _BasicAuth:
 
         prepared: requests.PreparedRequest = HTTPBasicAuth(self.email, self._key.value)(r)
         return prepared
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value (``Basic …``)."""
+        pair = f"{self.email}:{self._key.value}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
 
     def __repr__(self) -> str:
         return f"_BasicAuth(email={self.email!r}, api_key=***)"
@@ -145,9 +160,11 @@ class OmnideskClient:
         base_url: the account's address, ``https://acme.omnidesk.ru`` (see :meth:`for_subdomain`).
         email: the staff e-mail the API key belongs to.
         api_key: the API key (Settings → API).
-        session: a ``requests.Session`` to send with (the test seam). By default one pooled
-            keep-alive session that ignores proxy variables and ``.netrc``; pass
-            ``new_session(trust_env=True)`` (``omnichannel.runtime.sending``) to use a proxy.
+        session: by default the SDK's pooled keep-alive transport
+            (:class:`~omnichannel.runtime.pool.PooledSession`), made on first use; it ignores
+            proxy variables. Give a ``requests.Session`` for proxies, custom TLS or auth
+            (``new_session(trust_env=True)`` of :mod:`omnichannel.runtime.sending` reads
+            ``HTTP(S)_PROXY`` from the environment).
         retry: timeouts and retries of every call.
         page_size: items per page when listing (1 … 100).
         language_id: preferred language of knowledge-base texts (Omnidesk's language id).
@@ -157,14 +174,14 @@ class OmnideskClient:
             list instead of the add/remove fields (one extra GET per label change).
     """
 
-    session = LazySession()
+    session: LazySession[Session] = LazySession(default_session)
 
     def __init__(
         self,
         base_url: str,
         email: str,
         api_key: str,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         *,
         retry: RetryPolicy | None = None,
         page_size: int = MAX_PAGE_SIZE,

@@ -15,12 +15,13 @@ from omnichannel.errors import ConfigurationError, DeliveryError
 from omnichannel.runtime.sending import (
     LazySession,
     RetryPolicy,
+    default_session,
     redact_url,
     request_with_retries,
 )
 
 if TYPE_CHECKING:
-    import requests
+    from omnichannel.runtime.sending import HTTPResponse, Session
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -93,23 +94,25 @@ class PageMessengerClient:
         api_key: the company's API key (needed to obtain and renew tokens).
         token: a ready bearer token (then ``api_key`` is only used to renew it).
         base_url: the API root, ``https://selarti.com/api/1.1`` by default.
-        session: a ``requests.Session`` (the test seam); by default one pooled keep-alive
-            session per client that ignores proxy variables
-            (:func:`~omnichannel.runtime.sending.new_session`).
+        session: by default the SDK's pooled keep-alive transport
+            (:class:`~omnichannel.runtime.pool.PooledSession`), made on first use; it ignores
+            proxy variables. Give a ``requests.Session`` for proxies, custom TLS or auth
+            (``new_session(trust_env=True)`` of :mod:`omnichannel.runtime.sending` reads
+            ``HTTP(S)_PROXY`` from the environment).
         retry: timeouts and retries of every call (429 / 5xx / connection errors).
 
     Raises:
         ConfigurationError: neither ``api_key`` nor ``token`` given, or a bad ``base_url``.
     """
 
-    session = LazySession()
+    session: LazySession[Session] = LazySession(default_session)
 
     def __init__(
         self,
         api_key: str | None = None,
         token: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -291,9 +294,7 @@ class PageMessengerClient:
         return self._unwrap(workflow, response, secrets)
 
     @staticmethod
-    def _unwrap(
-        workflow: str, response: requests.Response, secrets: tuple[str, ...]
-    ) -> dict[str, Any]:
+    def _unwrap(workflow: str, response: HTTPResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
         text = _scrub(response.text[:500], secrets)
         if not response.content.strip():
             return {}

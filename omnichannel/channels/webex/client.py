@@ -18,12 +18,13 @@ from omnichannel.models import TextReply
 from omnichannel.runtime.sending import (
     LazySession,
     RetryPolicy,
+    default_session,
     redact_url,
     request_with_retries,
 )
 
 if TYPE_CHECKING:
-    import requests
+    from omnichannel.runtime.sending import HTTPResponse, Session
 
 __all__ = [
     "EVENT_HANDOVER",
@@ -85,21 +86,23 @@ class WebexConnectClient:
             ``https://hooks.{us|eu|uk|au}.webexconnect.io/events/{ID}``. Its ``{ID}`` is a
             secret: it never appears in logs or errors.
         service_key: sent as the ``key`` header when the webhook requires authentication.
-        session: a ``requests.Session`` (the test seam); by default one pooled keep-alive
-            session per client that ignores proxy variables
-            (:func:`~omnichannel.runtime.sending.new_session`).
+        session: by default the SDK's pooled keep-alive transport
+            (:class:`~omnichannel.runtime.pool.PooledSession`), made on first use; it ignores
+            proxy variables. Give a ``requests.Session`` for proxies, custom TLS or auth
+            (``new_session(trust_env=True)`` of :mod:`omnichannel.runtime.sending` reads
+            ``HTTP(S)_PROXY`` from the environment).
         retry: timeouts and retries of :meth:`post_event` (the outbox makes single attempts).
         max_body_bytes: bodies larger than this are refused before sending
             (Webex Connect's default tenant limit is 256 KB).
     """
 
-    session = LazySession()
+    session: LazySession[Session] = LazySession(default_session)
 
     def __init__(
         self,
         webhook_url: str,
         service_key: str | None = None,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         *,
         retry: RetryPolicy | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -143,9 +146,7 @@ class WebexConnectClient:
             )
         return data
 
-    def post_event(
-        self, body: Mapping[str, Any], *, attempts: int | None = None
-    ) -> requests.Response:
+    def post_event(self, body: Mapping[str, Any], *, attempts: int | None = None) -> HTTPResponse:
         """POST one event body; retry per ``retry`` (``attempts=1``: a single attempt).
 
         Raises:
@@ -202,7 +203,7 @@ class WebexConnectClient:
         message_type: str = "text",
         eventid: str = EVENT_MESSAGE,
         **params: Any,
-    ) -> requests.Response:
+    ) -> HTTPResponse:
         """Send one message to the customer now (outside the outbox), with custom params."""
         body = event_body(
             eventid, conversation_id, params, message=message, Messagetype=message_type
@@ -211,7 +212,7 @@ class WebexConnectClient:
 
     def handover(
         self, conversation_id: str, *, eventid: str = EVENT_HANDOVER, **params: Any
-    ) -> requests.Response:
+    ) -> HTTPResponse:
         """Send the handover event now (outside the outbox), with custom params."""
         return self.post_event(event_body(eventid, conversation_id, params))
 

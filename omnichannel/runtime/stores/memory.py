@@ -39,6 +39,84 @@ __all__ = ["MemoryStore"]
 
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
+
+def _copy(
+    item: QueueItem, *, owner: str | None = None, queue: QueueName | None = None
+) -> QueueItem:
+    """A copy of ``item`` held by ``owner`` (``attrs.evolve`` without its per-call field
+    introspection: this runs several times per turn)."""
+    return QueueItem(
+        destination=item.destination,
+        chat_key=item.chat_key,
+        payload=item.payload,
+        id=item.id,
+        created_at=item.created_at,
+        deadline=item.deadline,
+        attempts=item.attempts,
+        next_attempt_at=item.next_attempt_at,
+        last_error=item.last_error,
+        queue=item.queue if queue is None else queue,
+        owner=owner,
+    )
+
+
+class _Copied:
+    """A value already copied by :func:`_json_copy` (stored as it is)."""
+
+    __slots__ = ("copied",)
+
+    def __init__(self, copied: Any) -> None:
+        self.copied = copied
+
+
+class _NotPlainJSON(Exception):
+    """A value the fast copy leaves to the JSON round trip (a tuple, a non-str key, a
+    subclass)."""
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain_copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, inner in value.items():
+            if type(key) is not str:
+                raise _NotPlainJSON
+            out[key] = inner if type(inner) in _SCALARS else _plain_copy(inner)
+        return out
+    if kind is list:
+        copied = value[:]
+        for i, inner in enumerate(value):
+            inner_kind = type(inner)
+            if inner_kind in _SCALARS:
+                continue
+            if inner_kind is list:  # a list of scalars (a history line) without a call per item
+                for item in inner:
+                    if type(item) not in _SCALARS:
+                        copied[i] = _plain_copy(inner)
+                        break
+                else:
+                    copied[i] = inner[:]
+            else:
+                copied[i] = _plain_copy(inner)
+        return copied
+    if kind in _SCALARS:
+        return value
+    raise _NotPlainJSON
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of ``value`` as JSON would give it back (the same value as
+    ``json.loads(json.dumps(value))``; raises what ``json.dumps`` raises), made without
+    encoding when it is plain dicts, lists and scalars."""
+    try:
+        return _plain_copy(value)
+    except (_NotPlainJSON, RecursionError):
+        return json.loads(_encode(value))
+
+
 DEFAULT_MAX_KEYS = 1_000_000
 """Dedupe keys a :class:`MemoryStore` keeps by default (about 75 MB)."""
 
@@ -93,7 +171,7 @@ class _Queue:
             head = queue[0]
             if head.next_attempt_at <= now:
                 self.leases[chat_key] = (owner, now + lease)
-                claimed.append(attrs.evolve(head, owner=owner))
+                claimed.append(_copy(head, owner=owner))
         return claimed
 
     def release(self, item: QueueItem) -> None:
@@ -117,7 +195,7 @@ class _Queue:
     def update(self, item: QueueItem) -> None:
         for i, queued in enumerate(self.chats.get(item.chat_key, ())):
             if queued.id == item.id:
-                self.chats[item.chat_key][i] = attrs.evolve(item, owner=None)
+                self.chats[item.chat_key][i] = _copy(item)
                 return
 
     def pending(self) -> int:
@@ -155,7 +233,7 @@ class MemoryStore:
         self._peak = 0  # the most keys since the set was last compacted
         # key -> (value, version, expires at (monotonic) or None); versions from one counter,
         # so a key deleted and made again never gets an old version back
-        self._state: dict[str, tuple[str, int, float | None]] = {}
+        self._state: dict[str, tuple[Any, int, float | None]] = {}
         self._versions = itertools.count(1)
         self._next_state_sweep = 0.0
         self._queues: dict[QueueName, _Queue] = {INBOX: _Queue(), OUTBOX: _Queue()}
@@ -266,7 +344,7 @@ class MemoryStore:
             self._put_state(key, value, ttl)
 
     def _put_state(
-        self, key: str, value: Mapping[str, Any] | str | None, ttl: float | None
+        self, key: str, value: Mapping[str, Any] | _Copied | None, ttl: float | None
     ) -> None:
         if value is None:
             self._state.pop(key, None)
@@ -274,11 +352,11 @@ class MemoryStore:
         now = time.monotonic()
         if ttl is not None and now >= self._next_state_sweep:
             self._sweep_state(now)
-        # kept as JSON text: a copy the caller cannot change afterwards, cheaper than a deep
-        # copy, and a value that could not be stored elsewhere is refused here too
+        # kept as a copy the caller cannot change afterwards, as JSON gives it back (a value
+        # that could not be stored elsewhere is refused here too)
         until = None if ttl is None else now + ttl
-        text = value if isinstance(value, str) else _encode(value)
-        self._state[key] = (text, next(self._versions), until)
+        copy = value.copied if isinstance(value, _Copied) else _json_copy(value)
+        self._state[key] = (copy, next(self._versions), until)
 
     def _sweep_state(self, now: float) -> None:
         # expired state goes at most once a minute (reads treat it as absent meanwhile)
@@ -287,7 +365,7 @@ class MemoryStore:
         for key in expired:
             del self._state[key]
 
-    def _current(self, key: str) -> tuple[str, int, float | None] | None:
+    def _current(self, key: str) -> tuple[Any, int, float | None] | None:
         found = self._state.get(key)
         if found is not None and found[2] is not None and found[2] <= time.monotonic():
             del self._state[key]
@@ -300,7 +378,7 @@ class MemoryStore:
             found = self._current(key)
         if found is None:
             return StateSnapshot(None, 0)
-        return StateSnapshot(json.loads(found[0]), found[1])
+        return StateSnapshot(_plain_copy(found[0]), found[1])  # stored plain: copied as such
 
     def save_state(
         self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
@@ -319,7 +397,7 @@ class MemoryStore:
         with self._lock:
             if dedupe_key is not None and not self._mark(dedupe_key, ttl):
                 return False
-            self._queues[INBOX].add(attrs.evolve(item, queue=INBOX, owner=None))
+            self._queues[INBOX].add(_copy(item, queue=INBOX))
             return True
 
     def inbox_complete(
@@ -335,13 +413,13 @@ class MemoryStore:
                 if (found[1] if found is not None else 0) != write.version:
                     raise StateConflict(write.key)
             # encoded before anything changes: a value that cannot be stored changes nothing
-            values = [None if w.value is None else _encode(w.value) for w in writes]
+            values = [None if w.value is None else _Copied(_json_copy(w.value)) for w in writes]
             inbox.remove(item)
             for write, value in zip(writes, values, strict=True):
                 self._put_state(write.key, value, write.ttl)
             for reply in replies:
                 if reply.id not in outbox.ids and reply.id not in self._dead:
-                    outbox.add(attrs.evolve(reply, queue=OUTBOX, owner=None))
+                    outbox.add(_copy(reply, queue=OUTBOX))
             inbox.release(item)
             return True
 
@@ -376,7 +454,7 @@ class MemoryStore:
     def add(self, item: QueueItem) -> None:
         """Persist ``item`` at the tail of its chat's queue."""
         with self._lock:
-            self._queues[item.queue].add(attrs.evolve(item, owner=None))
+            self._queues[item.queue].add(_copy(item))
 
     def claim(
         self, queue: QueueName, owner: str, now: float, limit: int, lease: float
@@ -404,7 +482,7 @@ class MemoryStore:
         with self._lock:
             q = self._queues[item.queue]
             if q.remove(item) is not None:
-                self._dead[item.id] = attrs.evolve(item, owner=None)
+                self._dead[item.id] = _copy(item)
             q.release(item)
 
     def pending(self, queue: QueueName) -> int:
