@@ -1,15 +1,11 @@
 """LocalServer over real sockets on 127.0.0.1: HTTP/1.1 framing, keep-alive, pipelining,
 refusals (400, 413, 431), shutdown, load shedding and a burst of concurrent clients.
-
-Every test runs on each event loop the server can use: asyncio's own, and uvloop when the
-server picks it (a ``_new_loop`` factory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import http.client
-import inspect
 import json
 import logging
 import socket
@@ -32,30 +28,8 @@ TIMEOUT = 5.0  # the longest any single socket read may block
 
 # fixtures and helpers ---------------------------------------------------------------------------
 def set_loop_factory(monkeypatch: pytest.MonkeyPatch, factory: Callable[[], Any]) -> None:
-    """Make the server's next loops with ``factory``."""
-    if hasattr(server_module, "_new_loop"):
-        monkeypatch.setattr(server_module, "_new_loop", factory)
-    else:  # the server calls asyncio.new_event_loop() itself
-        monkeypatch.setattr(asyncio, "new_event_loop", factory)
-
-
-@pytest.fixture(
-    autouse=True,
-    params=["uvloop", "asyncio"] if hasattr(server_module, "_new_loop") else ["asyncio"],
-)
-def event_loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run each test on uvloop (the server's pick when installed) and on asyncio's own loop."""
-    if request.param == "uvloop":
-        import uvloop
-
-        loop = server_module._new_loop()
-        try:
-            assert isinstance(loop, uvloop.Loop)
-        finally:
-            loop.close()
-    elif hasattr(server_module, "_new_loop"):
-        monkeypatch.setattr(server_module, "_new_loop", asyncio.new_event_loop)
-    return str(request.param)
+    """Make the server's next loops with ``factory`` (it calls ``asyncio.new_event_loop()``)."""
+    monkeypatch.setattr(asyncio, "new_event_loop", factory)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -671,7 +645,7 @@ def test_stop_right_after_a_slow_start(monkeypatch: pytest.MonkeyPatch, echo: Ec
     # a loop that takes a moment to begin serving: stop() must still stop it, cleanly
     errors: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
-    probe = getattr(server_module, "_new_loop", asyncio.new_event_loop)()
+    probe = asyncio.new_event_loop()
     base = type(probe)
     probe.close()
 
@@ -735,10 +709,8 @@ class Shedding(Echo):
 
 def one_thread_one_waiting(handler: Any) -> LocalServer:
     """One thread, and a second request may wait for it: a third at once is offered busy."""
-    if "max_queue_delay" in inspect.signature(LocalServer).parameters:
-        # busy while the oldest request waiting for a thread has waited over this (0: at all)
-        return LocalServer(handler, threads=1, max_queue_delay=0.0)
-    return LocalServer(handler, threads=1, max_waiting=1)  # busy at threads + max_waiting
+    # busy while the oldest request waiting for a thread has waited over this (0: at all)
+    return LocalServer(handler, threads=1, max_queue_delay=0.0)
 
 
 def test_shed_answers_at_once_when_busy() -> None:
