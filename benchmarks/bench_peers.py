@@ -700,7 +700,7 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     # parse_event as installed (with msgspec when the `fast` extra is there), and with the
     # runtime dependencies alone (the same code, JSON decoded by the standard library)
     fast = _fastparse.fast_loads is not None
-    with_fast = " with omnichannel[fast]" if fast else ""
+    with_fast = " with omnichannel[fast]" if fast else " without omnichannel[fast]"
     for name, body in PAYLOADS.items():
         candidates[f"json {name}"] = Candidate(lambda body=body: json.loads(body))
         candidates[f"parse std {name}"] = Candidate(lambda body=body: _fastparse.parse(body, None))

@@ -43,7 +43,7 @@ def bench_parse() -> bool:
     """``parse_event(bytes)`` vs ``json.loads(bytes)`` on the seed's three payloads."""
     from omnichannel import parse_event
 
-    target = 2.5
+    target = 1.6  # issue 16: with the runtime dependencies alone
     rows = [("payload", "json.loads µs", "parse_event µs", "ratio", f"target ≤ {target}")]
     ok = True
     for name, body in PAYLOADS.items():

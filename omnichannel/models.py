@@ -1,6 +1,10 @@
 """Typed models of the Omnichannel protocol: inbound events and messages, outbound messages.
 
 Pure attrs classes: no I/O, no JSON. Serialization lives in :mod:`omnichannel.codec`.
+
+The inbound models have no ``__weakref__`` slot (``weakref_slot=False``): the fast parser
+(:mod:`omnichannel._fastparse`) builds them as plain classes of the same layout and then sets
+their class, which CPython refuses for slotted classes that carry a ``__weakref__`` slot.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import attrs
 import pytest
 
 from omnichannel.runtime.stores import MemoryStore, QueueItem
-from omnichannel.runtime.stores.memory import _copy, _json_copy
+from omnichannel.runtime.stores.base import json_copy
+from omnichannel.runtime.stores.memory import _copy
 
 
 def test_an_item_copy_keeps_every_field() -> None:
@@ -37,19 +38,19 @@ def test_an_item_copy_keeps_every_field() -> None:
     ],
 )
 def test_a_state_copy_is_what_json_gives_back(value: dict[str, Any]) -> None:
-    copied = _json_copy(value)
+    copied = json_copy(value)
     assert copied == json.loads(json.dumps(value))
     assert json.dumps(copied) == json.dumps(json.loads(json.dumps(value)))
 
 
 def test_a_state_copy_refuses_what_json_refuses() -> None:
     with pytest.raises(TypeError):
-        _json_copy({"x": object()})
+        json_copy({"x": object()})
     looped: list[Any] = []
     looped.append(looped)
     with pytest.raises(ValueError):
-        _json_copy({"x": looped})
-    assert math.isnan(_json_copy({"x": math.nan})["x"])
+        json_copy({"x": looped})
+    assert math.isnan(json_copy({"x": math.nan})["x"])
 
 
 def test_stored_state_is_a_copy_both_ways() -> None:

@@ -187,7 +187,10 @@ Handover = Callable[[Turn, Mapping[str, Any]], None]
 
 
 def _body_text(body: bytes) -> str:
-    # parse_event accepted it, so it is JSON in UTF-8, -16 or -32 (RFC 8259 detection)
+    # parse_event accepted it, so it is JSON in UTF-8, -16 or -32 (RFC 8259 detection); an
+    # object opened by an ASCII "{" and no NUL is UTF-8 without a BOM (the usual case)
+    if body[:1] == b"{" and body[1:2] != b"\x00":
+        return body.decode()
     return body.decode(json.detect_encoding(body))
 
 
@@ -304,6 +307,7 @@ class Connector(WebhookChannel):
         chat = str(event.chat_id)
         deliveries: list[Delivery] = []
         body: str | None = None
+        destination = self.destination
         for index, message in enumerate(event.messages):
             if isinstance(message, FileMessage) and not (
                 message.ready and (message.file.state == "ready" or not self.files_require_state)
@@ -316,7 +320,7 @@ class Connector(WebhookChannel):
                 continue
             if body is None:
                 body = _body_text(request.body)
-            key = None if message.id is None else f"{self.destination}:{chat}:{message.id}"
+            key = None if message.id is None else f"{destination}:{chat}:{message.id}"
             deliveries.append(
                 Delivery(
                     chat=chat,
@@ -358,13 +362,13 @@ class Connector(WebhookChannel):
         Each is rendered by the client (:meth:`OmnichannelClient.render`): a keyboard's ``text``
         goes out as an operator message just before the keyboard message.
         """
-        chat_key = f"{self.destination}:{chat_id}"
+        destination = self.destination
+        chat_key = f"{destination}:{chat_id}"
+        put = self.runtime.outbox.put
         for message in messages:
             for part in self.client.render(message):
                 body = {"chat_id": chat_id, "message": unstructure_message(part)}
-                self.runtime.outbox.put(
-                    self.destination, chat_key, {"method": "send_message", "body": body}
-                )
+                put(destination, chat_key, {"method": "send_message", "body": body})
 
     def reply(self, chat_id: ChatId, *messages: Reply) -> None:
         """Write to a chat outside a turn (the agent writing first)."""

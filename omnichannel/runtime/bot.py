@@ -106,6 +106,20 @@ def to_outbound(result: HandlerResult) -> list[OutboundMessage]:
     return out
 
 
+_OUTBOUND = (TextReply, Keyboard, FileLink)
+
+
+def _outbound(messages: tuple[Reply, ...]) -> list[OutboundMessage]:
+    # to_outbound of turn.reply's arguments; one reply (the usual case) without the loop
+    if len(messages) == 1:
+        message = messages[0]
+        if type(message) is str:
+            return [TextReply(text=message)]
+        if isinstance(message, _OUTBOUND):
+            return [message]
+    return to_outbound(messages)
+
+
 def history_text(message: OutboundMessage) -> str:
     """The text a reply leaves in the history (a keyboard as its numbered list, a file as its
     link), as a channel without buttons would show it."""
@@ -151,6 +165,7 @@ class Turn:
         self.id: str | None = current_turn_id()
         self.bot: Bot | None = None
         self._records = current_records() or TurnRecords(None)
+        self._key: str | None = None
 
     @cached_property
     def variables(self) -> dict[str, str | None]:
@@ -164,7 +179,10 @@ class Turn:
 
     @property
     def _conversation_key(self) -> str:
-        return conversation_key(_destination(self.channel), self.chat_id)
+        key = self._key
+        if key is None:
+            key = self._key = conversation_key(_destination(self.channel), self.chat_id)
+        return key
 
     @property
     def state(self) -> dict[str, Any]:
@@ -200,7 +218,8 @@ class Turn:
         return History(self._records.get(self._conversation_key, ttl=ttl, keep=keep).history())
 
     def _remember(self, role: str, text: str) -> None:
-        ttl, keep = self._settings()
+        bot = self.bot
+        ttl, keep = (bot.state_ttl, bot.history_size) if bot is not None else (30 * DAY, 20)
         if keep > 0:
             self._records.append(self._conversation_key, role, text, ttl=ttl, keep=keep, at=None)
 
@@ -208,7 +227,7 @@ class Turn:
     def reply(self, *messages: Reply) -> None:
         """Send messages to the visitor: collected, and stored with the turn's completion (so a
         turn run again after a crash never sends them twice), then delivered in order."""
-        out = to_outbound(messages)
+        out = _outbound(messages)
         if out:
             self.replies.extend(out)
             self.channel.send(self.chat_id, out)
@@ -306,11 +325,14 @@ class Bot:
         self._errors: list[ErrorHandler] = []
         self._middleware: list[Middleware] = []
         self._channels: dict[str, Any] = {}
+        self._plain: set[Callable[..., Any]] = set()  # handlers known not to be async
 
     # registration ---------------------------------------------------------------------------
     def _register(self, kind: type[Any] | None, handler: F, matcher: Matcher | None) -> F:
         aio.check_callable(handler, "a handler")
         (self._any if kind is None else self._by_kind[kind]).append((handler, matcher))
+        if inspect.isfunction(handler) and not aio.is_async(handler):
+            self._plain.add(handler)
         return handler
 
     def _unregister(self, kind: type[Any] | None, handler: Callable[..., Any]) -> bool:
@@ -508,7 +530,14 @@ class Bot:
     def _dispatch(self, turn: Turn) -> None:
         for handler in self._chosen(turn):
             try:
-                turn.reply(*to_outbound(_settle(_invoke(handler, turn))))
+                if handler is _echo:  # (the bot without handlers: nothing to await)
+                    result: Any = turn.text
+                elif handler in self._plain:
+                    result = _settle(handler(turn))
+                else:
+                    result = _settle(_invoke(handler, turn))
+                if result is not None:
+                    turn.reply(*to_outbound(result))
             except Exception as exc:
                 self._failed(turn, exc, handler)
 
@@ -584,6 +613,8 @@ def _invoke(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _settle(result: Any) -> Any:
     """A plain function that returned an awaitable (a lambda around a coroutine): await it."""
+    if result is None or type(result) is str:
+        return result
     if inspect.isawaitable(result):
         return aio.run_coroutine(result)
     return result

@@ -31,7 +31,7 @@ from typing import Any, Literal, overload
 
 import attrs
 
-from omnichannel.runtime.stores.base import StateWrite, Store
+from omnichannel.runtime.stores.base import StateWrite, Store, json_copy
 
 __all__ = [
     "History",
@@ -64,6 +64,7 @@ def _int(value: object, default: int) -> int:
 
 
 ROLES: tuple[str, ...] = ("user", "bot", "operator")
+_NUMBERS = (int, float)
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
 
@@ -166,21 +167,35 @@ class _Record:
         self.state: dict[str, Any] = {}
         self._base: dict[str, str] = {}
         self.appended: list[list[Any]] = []
+        self.plain = True  # every line appended is made of exact str and float (see fresh)
+        self.shared = False  # value is the store's own object (peek_state): never changed
         self.forgotten = False
         self._sets: dict[str, Any] | None = None
         self._deleted: list[str] = []
 
     def load(self, store: Store | None) -> None:
-        snapshot = store.load_state(self.key) if store is not None else None
-        self.loaded = True
-        if snapshot is None:
+        if store is None:
+            self.loaded = True
             return
+        peek = getattr(store, "peek_state", None)
+        snapshot = store.load_state(self.key) if peek is None else peek(self.key)
+        self.loaded = True
+        self.shared = peek is not None
         self.version = snapshot.version
         self.value = snapshot.value
         if self._sets is None and not self.forgotten:  # the first load: hand out the state
             state = (snapshot.value or {}).get("state")
-            self.state = dict(state) if isinstance(state, Mapping) else {}
-            self._base = {k: _dumps(v) for k, v in self.state.items() if _serializable(v)}
+            if not isinstance(state, Mapping) or not state:
+                self.state = {}
+            else:
+                # the handler may change nested values: a value read without a copy is copied
+                self.state = json_copy(state) if self.shared else dict(state)
+                base = self._base
+                for key, value in self.state.items():
+                    try:
+                        base[key] = _dumps(value)
+                    except (TypeError, ValueError):
+                        continue
 
     def history(self) -> list[HistoryEntry]:
         lines = [] if self.forgotten else list((self.value or {}).get("history") or [])
@@ -227,6 +242,13 @@ class _Record:
             if theirs != self._base.get(key):
                 return True
         return False
+
+    @property
+    def fresh(self) -> bool:
+        """What :meth:`apply` makes of :attr:`value` may be stored without a copy: it shares
+        only the store's own objects (read with ``peek_state``, never changed) and new plain
+        JSON (the changed state keys come from ``json.loads``, the lines are exact types)."""
+        return self.shared and self.plain and type(self.keep) is int
 
     def apply(self, current: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The record once the turn's changes are applied to ``current``."""
@@ -302,8 +324,16 @@ class TurnRecords:
         at: float | None,
     ) -> None:
         """Add a history line to the record under ``key``."""
-        record = self.get(key, ttl=ttl, keep=keep)
-        record.appended.append([role, text, time.time() if at is None else at])
+        record = self._records.get(key)
+        if record is None or not record.loaded or keep > record.keep or record.ttl is UNSET:
+            record = self.get(key, ttl=ttl, keep=keep)
+        if at is None:
+            at = time.time()
+        elif type(at) is not float:
+            record.plain = False
+        if type(text) is not str or type(role) is not str:
+            record.plain = False
+        record.appended.append([role, text, at])
 
     def forget(self, key: str) -> None:
         """The record under ``key`` is erased: the turn's earlier changes to it are dropped."""
@@ -320,14 +350,10 @@ class TurnRecords:
         out: list[StateWrite] = []
         for record in self._records.values():
             if record.dirty and not (record.forgotten and not record.appended):
-                out.append(
-                    StateWrite(
-                        record.key,
-                        record.apply(record.value),
-                        record.version,
-                        record.effective_ttl(),
-                    )
-                )
+                value = record.apply(record.value)
+                ttl = record.effective_ttl()
+                fresh = record.fresh and (value is None or type(value.get("ttl", 0)) in _NUMBERS)
+                out.append(StateWrite(record.key, value, record.version, ttl, fresh=fresh))
         return out
 
     def reload(self, *, force: bool = False) -> bool:

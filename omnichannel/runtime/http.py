@@ -43,6 +43,12 @@ class Headers(MutableMapping[str, str]):
     def __repr__(self) -> str:
         return f"Headers({dict(self.items())!r})"
 
+    def copy(self) -> Headers:
+        """A copy (changing one does not change the other)."""
+        new = Headers.__new__(Headers)
+        new._items = dict(self._items)
+        return new
+
 
 class Request:
     """An inbound HTTP request, independent of any web framework.

@@ -148,12 +148,22 @@ class Outbox:
     @contextmanager
     def collect(self, turn_id: str) -> Iterator[ReplyBatch]:
         """Collect what :meth:`put` receives in this context (a turn) instead of storing it."""
-        batch = ReplyBatch(self, turn_id)
-        token = _BATCH.set(batch)
+        batch, token = self.begin_turn(turn_id)
         try:
             yield batch
         finally:
-            _BATCH.reset(token)
+            self.end_turn(token)
+
+    def begin_turn(self, turn_id: str) -> tuple[ReplyBatch, contextvars.Token[ReplyBatch | None]]:
+        """:meth:`collect` without a context manager (the runtime's hot path): collect from
+        now on in this context; pass the token to :meth:`end_turn` when the turn ends."""
+        batch = ReplyBatch(self, turn_id)
+        return batch, _BATCH.set(batch)
+
+    @staticmethod
+    def end_turn(token: contextvars.Token[ReplyBatch | None]) -> None:
+        """Stop collecting (undo :meth:`begin_turn`)."""
+        _BATCH.reset(token)
 
     def put(self, destination: str, chat_key: str, payload: Mapping[str, Any]) -> QueueItem:
         """Store a call for delivery; it is durable once this returns.
@@ -224,7 +234,16 @@ class Outbox:
         stats.delivered += 1
         # delivered: the ack is retried while the store is down, so the chat moves on as soon
         # as it is back (if it never comes back in time the item is sent again: at least once)
-        self._end(lambda: self.store.ack(item), "outbox: acknowledging a delivered item")
+        try:
+            self.store.ack(item)
+        except Exception as exc:
+            retry_store_call(
+                lambda: self.store.ack(item),
+                what="outbox: acknowledging a delivered item",
+                stopping=self._stopping,
+                warn=self._warn,
+                failed=exc,
+            )
 
     def _failed(
         self, item: QueueItem, exc: DeliveryError, now: float, stats: ChannelMetrics

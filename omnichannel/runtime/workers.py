@@ -153,13 +153,16 @@ class QueueConsumer:
     def process_due(self, limit: int = 64) -> int:
         """Claim and handle every due item in the calling thread (inline mode); return how many."""
         done = 0
+        store, queue = self.store, self.queue
         while True:
-            items = self.store.claim(self.queue, self.owner, time.time(), limit, self.lease)
+            items = store.claim(queue, self.owner, time.time(), limit, self.lease)
             if not items:
                 return done
             for item in items:
                 self._run(item)
                 done += 1
+            if len(items) < limit and not store.pending(queue):
+                return done  # (cheaper than a claim that finds nothing)
 
     # machinery ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -231,24 +234,30 @@ def retry_store_call(
     stopping: threading.Event | None = None,
     budget: float = 30.0,
     warn: RateLimitedLog | None = None,
+    failed: Exception | None = None,
 ) -> bool:
     """Call ``call`` until it succeeds, backing off, for up to ``budget`` seconds.
 
     Used to end an item (ack, complete, reschedule) while the store is briefly unavailable: the
     worker that holds a chat keeps trying, so the chat is free again as soon as the store is.
-    Returns ``False`` when the budget ran out (the lease then runs out and the item is redone).
+    ``failed``: the error of a first attempt the caller already made (it is reported, and the
+    next attempt waits as after a failed one). Returns ``False`` when the budget ran out (the
+    lease then runs out and the item is redone).
     """
     end = time.monotonic() + budget
     wait = 0.05
     while True:
-        try:
-            call()
-            return True
-        except Exception as exc:
-            (warn or RateLimitedLog(log))(
-                logging.WARNING, "%s failed, retrying: %s: %s", what, type(exc).__name__, exc
-            )
-            if time.monotonic() + wait > end or (stopping is not None and stopping.is_set()):
-                return False
-            time.sleep(wait)
-            wait = min(wait * 2, 1.0)
+        if failed is None:
+            try:
+                call()
+                return True
+            except Exception as exc:
+                failed = exc
+        (warn or RateLimitedLog(log))(
+            logging.WARNING, "%s failed, retrying: %s: %s", what, type(failed).__name__, failed
+        )
+        failed = None
+        if time.monotonic() + wait > end or (stopping is not None and stopping.is_set()):
+            return False
+        time.sleep(wait)
+        wait = min(wait * 2, 1.0)

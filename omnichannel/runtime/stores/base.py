@@ -18,6 +18,7 @@ releases it, and a lease whose owner died runs out and the chat's head is claime
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import time
@@ -36,9 +37,11 @@ __all__ = [
     "StateSnapshot",
     "StateWrite",
     "Store",
+    "json_copy",
     "new_item_id",
     "new_owner_id",
     "owner_is_dead",
+    "plain_copy",
     "update_state",
 ]
 
@@ -149,6 +152,63 @@ class StateWrite:
     value: Mapping[str, Any] | None
     version: int
     ttl: float | None = None
+    fresh: bool = attrs.field(default=False, kw_only=True)
+    """``value`` is plain JSON (``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
+    ``float``, ``bool``, ``None``) that no one changes any more: a store that keeps values as
+    objects may keep it without copying it (the memory store; the others encode it anyway)."""
+
+
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+class _NotPlainJSON(ValueError):
+    """A value the fast copy leaves to the JSON round trip (a tuple, a non-str key, a
+    subclass)."""
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of a value made only of ``dict`` (``str`` keys), ``list`` and JSON scalars
+    (their exact types); raises ``ValueError`` for anything else."""
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, inner in value.items():
+            if type(key) is not str:
+                raise _NotPlainJSON
+            out[key] = inner if type(inner) in _SCALARS else plain_copy(inner)
+        return out
+    if kind is list:
+        copied = value[:]
+        for i, inner in enumerate(value):
+            inner_kind = type(inner)
+            if inner_kind in _SCALARS:
+                continue
+            if inner_kind is list:  # a list of scalars (a history line) without a call per item
+                for item in inner:
+                    if type(item) not in _SCALARS:
+                        copied[i] = plain_copy(inner)
+                        break
+                else:
+                    copied[i] = inner[:]
+            else:
+                copied[i] = plain_copy(inner)
+        return copied
+    if kind in _SCALARS:
+        return value
+    raise _NotPlainJSON
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of ``value`` as JSON would give it back (the same value as
+    ``json.loads(json.dumps(value))``; raises what ``json.dumps`` raises), made without
+    encoding when it is plain dicts, lists and scalars."""
+    try:
+        return plain_copy(value)
+    except (_NotPlainJSON, RecursionError):
+        return json.loads(_encode(value))
 
 
 class StateConflict(Exception):

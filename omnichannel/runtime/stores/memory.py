@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 import sys
 import threading
@@ -33,88 +32,43 @@ from omnichannel.runtime.stores.base import (
     StateConflict,
     StateSnapshot,
     StateWrite,
+    json_copy,
+    plain_copy,
 )
 
 __all__ = ["MemoryStore"]
 
-_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_new_item = QueueItem.__new__
 
 
 def _copy(
     item: QueueItem, *, owner: str | None = None, queue: QueueName | None = None
 ) -> QueueItem:
     """A copy of ``item`` held by ``owner`` (``attrs.evolve`` without its per-call field
-    introspection: this runs several times per turn)."""
-    return QueueItem(
-        destination=item.destination,
-        chat_key=item.chat_key,
-        payload=item.payload,
-        id=item.id,
-        created_at=item.created_at,
-        deadline=item.deadline,
-        attempts=item.attempts,
-        next_attempt_at=item.next_attempt_at,
-        last_error=item.last_error,
-        queue=item.queue if queue is None else queue,
-        owner=owner,
-    )
+    introspection, and without ``__init__``'s keyword parsing: this runs several times per
+    turn; QueueItem has no validators or converters to skip)."""
+    copied = _new_item(QueueItem)
+    copied.destination = item.destination
+    copied.chat_key = item.chat_key
+    copied.payload = item.payload
+    copied.id = item.id
+    copied.created_at = item.created_at
+    copied.deadline = item.deadline
+    copied.attempts = item.attempts
+    copied.next_attempt_at = item.next_attempt_at
+    copied.last_error = item.last_error
+    copied.queue = item.queue if queue is None else queue
+    copied.owner = owner
+    return copied
 
 
 class _Copied:
-    """A value already copied by :func:`_json_copy` (stored as it is)."""
+    """A value already copied by :func:`json_copy` (stored as it is)."""
 
     __slots__ = ("copied",)
 
     def __init__(self, copied: Any) -> None:
         self.copied = copied
-
-
-class _NotPlainJSON(Exception):
-    """A value the fast copy leaves to the JSON round trip (a tuple, a non-str key, a
-    subclass)."""
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _plain_copy(value: Any) -> Any:
-    kind = type(value)
-    if kind is dict:
-        out = {}
-        for key, inner in value.items():
-            if type(key) is not str:
-                raise _NotPlainJSON
-            out[key] = inner if type(inner) in _SCALARS else _plain_copy(inner)
-        return out
-    if kind is list:
-        copied = value[:]
-        for i, inner in enumerate(value):
-            inner_kind = type(inner)
-            if inner_kind in _SCALARS:
-                continue
-            if inner_kind is list:  # a list of scalars (a history line) without a call per item
-                for item in inner:
-                    if type(item) not in _SCALARS:
-                        copied[i] = _plain_copy(inner)
-                        break
-                else:
-                    copied[i] = inner[:]
-            else:
-                copied[i] = _plain_copy(inner)
-        return copied
-    if kind in _SCALARS:
-        return value
-    raise _NotPlainJSON
-
-
-def _json_copy(value: Any) -> Any:
-    """A deep copy of ``value`` as JSON would give it back (the same value as
-    ``json.loads(json.dumps(value))``; raises what ``json.dumps`` raises), made without
-    encoding when it is plain dicts, lists and scalars."""
-    try:
-        return _plain_copy(value)
-    except (_NotPlainJSON, RecursionError):
-        return json.loads(_encode(value))
 
 
 DEFAULT_MAX_KEYS = 1_000_000
@@ -355,7 +309,7 @@ class MemoryStore:
         # kept as a copy the caller cannot change afterwards, as JSON gives it back (a value
         # that could not be stored elsewhere is refused here too)
         until = None if ttl is None else now + ttl
-        copy = value.copied if isinstance(value, _Copied) else _json_copy(value)
+        copy = value.copied if isinstance(value, _Copied) else json_copy(value)
         self._state[key] = (copy, next(self._versions), until)
 
     def _sweep_state(self, now: float) -> None:
@@ -378,7 +332,16 @@ class MemoryStore:
             found = self._current(key)
         if found is None:
             return StateSnapshot(None, 0)
-        return StateSnapshot(_plain_copy(found[0]), found[1])  # stored plain: copied as such
+        return StateSnapshot(plain_copy(found[0]), found[1])  # stored plain: copied as such
+
+    def peek_state(self, key: str) -> StateSnapshot:
+        """:meth:`load_state` without the copy: the stored value itself, which the caller must
+        not change (a turn reads its records so, and copies only the state it hands out)."""
+        with self._lock:
+            found = self._current(key)
+        if found is None:
+            return StateSnapshot(None, 0)
+        return StateSnapshot(found[0], found[1])
 
     def save_state(
         self, key: str, value: Mapping[str, Any] | None, version: int, ttl: float | None = None
@@ -413,7 +376,10 @@ class MemoryStore:
                 if (found[1] if found is not None else 0) != write.version:
                     raise StateConflict(write.key)
             # encoded before anything changes: a value that cannot be stored changes nothing
-            values = [None if w.value is None else _Copied(_json_copy(w.value)) for w in writes]
+            values = [
+                None if w.value is None else _Copied(w.value if w.fresh else json_copy(w.value))
+                for w in writes
+            ]
             inbox.remove(item)
             for write, value in zip(writes, values, strict=True):
                 self._put_state(write.key, value, write.ttl)
