@@ -393,26 +393,30 @@ class _Connection:
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
                 raise _BadResponse("BadStatusLine")
             status = int(parts[1])
-            headers = Headers()
+            items: dict[str, tuple[str, str]] = {}  # Headers' own layout: lower-case name first
             for line in lines[1:]:
                 name, colon, value = line.partition(":")
                 if not colon:
                     raise _BadResponse("BadHeaderLine")
                 value = value.strip()
-                if name in headers:  # a repeated header: its values joined, as requests does
-                    value = f"{headers[name]}, {value}"
-                headers[name] = value
+                key = name.lower()
+                known = items.get(key)
+                if known is not None:  # a repeated header: its values joined, as requests does
+                    value = f"{known[1]}, {value}"
+                items[key] = (name, value)
             self.buffer = buffer
             if status >= 200 or status == 101:
                 break  # (1xx interim answers, e.g. 100 Continue, are skipped)
-        connection = headers.get("Connection", "").lower()
+        headers = Headers()
+        headers._items = items
+        connection = items.get("connection", ("", ""))[1].lower()
         keep = "close" not in connection and (parts[0] != "HTTP/1.0" or "keep-alive" in connection)
         if method == "HEAD" or status in _NO_BODY or status < 200:
             content = b""
-        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+        elif "chunked" in items.get("transfer-encoding", ("", ""))[1].lower():
             content = self._chunked()
-        elif "Content-Length" in headers:
-            length = headers["Content-Length"].split(",")[0].strip()
+        elif "content-length" in items:
+            length = items["content-length"][1].split(",")[0].strip()
             if not length.isdigit():
                 raise _BadResponse("BadContentLength")
             content = self._exactly(int(length))
