@@ -66,9 +66,21 @@ class GroupCommit:
         return its result once committed; raise what it raised, or the commit's error."""
         if os.getpid() != self._pid:  # a forked child: the parent's waiters are not ours
             self._reset()
-        operation: _Operation[T] = _Operation(fn)
         cond = self._cond
-        with cond:
+        cond.acquire()
+        if not self._leading and not self._queue:
+            # nobody else is writing: run at once in a transaction of its own
+            self._leading = True
+            cond.release()
+            try:
+                return self._alone(fn)
+            finally:
+                with cond:
+                    self._leading = False
+                    if self._queue:  # writes that queued meanwhile: one of them leads next
+                        cond.notify_all()
+        operation: _Operation[T] = _Operation(fn)
+        with _Held(cond):
             self._queue.append(operation)
             while not operation.done:
                 if self._leading:
@@ -88,6 +100,20 @@ class GroupCommit:
             raise operation.error
         result: T = operation.result
         return result
+
+    def _alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        try:
+            self._begin(conn)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return result
+        finally:
+            self._release()
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, waiting for another process's write lock in steps of at most
@@ -159,6 +185,21 @@ class GroupCommit:
             _fail(batch, exc)
         finally:
             self._release()
+
+
+class _Held:
+    """``with _Held(cond)``: a condition already acquired, released on exit."""
+
+    __slots__ = ("_cond",)
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._cond.release()
 
 
 def _fail(batch: list[_Operation[Any]], error: BaseException) -> None:
