@@ -148,6 +148,7 @@ class PooledSession:
         self._targets: dict[str, _Target] = {}
         self._closed = False
         self.connections_made = 0
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # encoded request heads, by target
         _POOLS.add(self)
 
     # the API --------------------------------------------------------------------------------
@@ -236,7 +237,18 @@ class PooledSession:
         headers: dict[str, str],
         timeouts: tuple[float | None, float | None],
     ) -> PooledResponse:
-        head = _request_head(method, key, path, headers, body)
+        cache_key = (method, key, path, *headers.items())
+        prefix = self._heads.get(cache_key)
+        if prefix is None:
+            prefix = _request_head(method, key, path, headers)
+            if len(self._heads) >= 256:  # paths that vary per call (ids in the path)
+                self._heads.clear()
+            self._heads[cache_key] = prefix
+        head = (
+            prefix + b"Content-Length: %d\r\n\r\n" % len(body)
+            if body is not None
+            else prefix + b"\r\n"
+        )
         message = head + body if body else head
         connection = self._take(key)
         reused = connection is not None
@@ -494,8 +506,10 @@ _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
 def _request_head(
-    method: str, key: tuple[str, str, int], path: str, headers: dict[str, str], body: bytes | None
+    method: str, key: tuple[str, str, int], path: str, headers: dict[str, str]
 ) -> bytes:
+    """The request line and headers, each line ending in CRLF, without Content-Length and
+    without the blank line that ends the head."""
     scheme, host, port = key
     if _UNSAFE.search(method) or _UNSAFE.search(path):
         raise ValueError("a control character or space in the method or path")
@@ -510,9 +524,7 @@ def _request_head(
             raise ValueError(f"header {name!r} holds a line break or a colon")
         if name.lower() not in ("content-length", "transfer-encoding"):
             lines.append(f"{name}: {value}")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    lines.append("\r\n")
+    lines.append("")
     return "\r\n".join(lines).encode("latin-1")
 
 
