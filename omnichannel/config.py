@@ -8,6 +8,7 @@
     [server]                           # serve only
     host = "0.0.0.0"
     port = 8080
+    threads = 2                        # webhooks stored at once (the rest is shed)
 
     [runtime]                          # see omnichannel.Runtime
     workers = 8
@@ -59,7 +60,7 @@ _RUNTIME_KEYS = {
     "outbox_deadline": float,
     "shutdown_timeout": float,
 }
-_SERVER_KEYS = {"host": str, "port": int}
+_SERVER_KEYS = {"host": str, "port": int, "threads": int}
 
 # kind -> (required keys, optional keys); "secret" keys are masked when printed
 KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -190,6 +191,8 @@ def config_from_mapping(
     if not isinstance(store, str):
         raise _fail(source, "store", "expected a store URL")
     server = _typed(data.get("server", {}), _SERVER_KEYS, source, "server")
+    if server.get("threads", 1) < 1:
+        raise _fail(source, "server.threads", f"must be 1 or more, got {server['threads']}")
     runtime = _typed(data.get("runtime", {}), _RUNTIME_KEYS, source, "runtime")
     raw_channels = data.get("channel", [])
     if not isinstance(raw_channels, list) or not raw_channels:

@@ -200,6 +200,7 @@ def test_the_config_names_the_key_and_the_file(tmp_path: Path) -> None:
         '[[channel]]\nkind = "omnichannel"\ntoken = "t"\n': "channel[0].channel_url: required",
         '[[channel]]\nkind = "telegram"\n': "channel[0].kind: expected one of",
         '[runtime]\nworkers = "many"\n': "runtime.workers: expected int",
+        "[server]\nthreads = 0\n": "server.threads: must be 1 or more",
         "channel = [": "not valid TOML",
         "": "give at least one [[channel]] table",
     }
@@ -223,6 +224,7 @@ def test_every_misconfiguration_is_one_line_and_exit_2(tmp_path: Path) -> None:
         cases = [
             (("serve", *base, "--port", port, "--store", "memory://"), "cannot listen on"),
             (("serve", *base, "--workers", "0"), "--workers must be 1 or more"),
+            (("serve", *base, "--http-threads", "0"), "--http-threads must be 1 or more"),
             (("serve", *base, "--port", "eighty"), "--port expects a number"),
             (("serve", *base, "--bot", "/missing/x.py:bot"), "no such file /missing/x.py"),
             (("serve", *base, "--bot", "no_such_module_x:bot"), "cannot import"),

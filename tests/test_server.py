@@ -709,8 +709,7 @@ class Shedding(Echo):
 
 def one_thread_one_waiting(handler: Any) -> LocalServer:
     """One thread, and a second request may wait for it: a third at once is offered busy."""
-    # busy while the oldest request waiting for a thread has waited over this (0: at all)
-    return LocalServer(handler, threads=1, max_queue_delay=0.0)
+    return LocalServer(handler, threads=1, max_waiting=1)
 
 
 def test_shed_answers_at_once_when_busy() -> None:
@@ -739,6 +738,58 @@ def test_shed_answers_at_once_when_busy() -> None:
             handler.release.set()
             for client in clients:
                 client.sock.close()
+
+
+def test_busy_while_the_oldest_waiting_request_waited_too_long() -> None:
+    handler = Shedding()
+    with LocalServer(handler, threads=1, max_queue_delay=0.05) as running:
+        clients = [Client(running.port) for _ in range(3)]
+        try:
+            clients[0].send(http_request("POST", "/1", b"a"))
+            wait_for(lambda: handler.calls == 1)  # running
+            clients[1].send(http_request("POST", "/2", b"b"))
+            wait_for(lambda: len(handler.offered) == 2)  # waits (nobody waited before it)
+            queued = time.monotonic()
+            wait_for(lambda: time.monotonic() - queued > 0.1)
+            clients[2].send(http_request("POST", "/3", b"c"))  # /2 waited too long: busy
+            assert clients[2].read_response().status == 503
+            assert handler.offered[:3] == [("/1", False), ("/2", False), ("/3", True)]
+        finally:
+            handler.release.set()
+            for client in clients:
+                client.sock.close()
+
+
+def test_a_request_that_waited_too_long_for_a_thread_is_shed_when_taken() -> None:
+    # /2 was accepted into the queue, but by the time the one thread is free it has waited
+    # longer than max_queue_delay: its thread offers it to shed (busy) instead of handling it
+    handler = Shedding()
+    with LocalServer(handler, threads=1, max_queue_delay=0.05) as running:
+        clients = [Client(running.port) for _ in range(2)]
+        try:
+            clients[0].send(http_request("POST", "/1", b"a"))
+            wait_for(lambda: handler.calls == 1)
+            clients[1].send(http_request("POST", "/2", b"b"))
+            wait_for(lambda: len(handler.offered) == 2)
+            waited_from = time.monotonic()
+            wait_for(lambda: time.monotonic() - waited_from > 0.1)
+            handler.release.set()
+            assert clients[0].read_response().json()["path"] == "/1"
+            shed = clients[1].read_response()
+            assert (shed.status, shed.headers["retry-after"]) == (503, "1")
+            assert handler.calls == 1  # /2 never reached handle()
+            assert handler.offered == [("/1", False), ("/2", False), ("/2", True)]
+            # the connection stays usable and the next request is served
+            assert clients[1].request("POST", "/3", b"c").json()["path"] == "/3"
+        finally:
+            handler.release.set()
+            for client in clients:
+                client.sock.close()
+
+
+def test_max_waiting_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_waiting"):
+        LocalServer(Echo(), max_waiting=0)
 
 
 def test_no_load_shedding_by_default() -> None:

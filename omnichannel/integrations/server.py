@@ -46,6 +46,7 @@ _PAUSE_ABOVE = 1 << 20  # buffered bytes of pipelined requests before reading pa
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _YIELD_EVERY = 0.002  # seconds between two yields of the GIL to the handler threads
 _HEALTHY = Response.json(200, {"status": "ok"})
+_OWN_HEADERS = frozenset(("content-length", "connection", "server", "date"))  # the server's
 
 
 class _Clock:
@@ -81,7 +82,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.last_active = time.monotonic()
         # the request being read: (method, target, version, headers, keep-alive, remaining)
-        self.head: tuple[str, str, str, list[tuple[str, str]], bool] | None = None
+        self.head: tuple[str, str, str, dict[str, tuple[str, str]], bool] | None = None
         self.length = 0  # body bytes expected (Content-Length), or -1 for chunked
         self.chunks: list[bytes] = []
         self.chunked_size = 0
@@ -145,7 +146,7 @@ class _Connection(asyncio.Protocol):
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "Bad request: malformed request line.")
         method, target, version = parts
-        headers: list[tuple[str, str]] = []
+        headers: dict[str, tuple[str, str]] = {}
         length: str | None = None
         chunked = False
         connection = ""
@@ -155,8 +156,8 @@ class _Connection(asyncio.Protocol):
             if not sep or not name or name != name.strip():
                 raise _BadRequest(400, "Bad request: malformed header line.")
             value = value.strip()
-            headers.append((name, value))
             lower = name.lower()
+            headers[lower] = (name, value)  # a repeated header: the last one (as before)
             if lower == "content-length":
                 if length is not None and length != value:
                     raise _BadRequest(400, "Bad request: conflicting Content-Length.")
@@ -255,14 +256,16 @@ class _Connection(asyncio.Protocol):
         path, _, query = target.partition("?")
         if path.startswith(("http://", "https://")):  # absolute form (RFC 9112, 3.2.2)
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-        request = Request(method, path, Headers(headers), body, query)
+        request = Request(method, path, Headers.from_lowered(headers), body, query)
         server = self.server
         if server._shed is not None:
             # the handler's immediate answer (503 + Retry-After from an overloaded pipeline, or
             # when more requests wait for a thread than max_waiting), on the loop
             try:
-                limit = server.max_queue_delay
-                busy = limit is not None and server._queue_delay() > limit
+                limit, most = server.max_queue_delay, server.max_waiting
+                busy = (most is not None and len(server._waiting) >= most) or (
+                    limit is not None and server._queue_delay() > limit
+                )
                 shed = server._shed(request, busy=busy)
             except Exception:
                 log.exception("server: the handler's shed() raised")
@@ -322,8 +325,8 @@ class _Connection(asyncio.Protocol):
             self.server._clock.date(),
             b"\r\n",
         ]
-        for key, value in response.headers.items():
-            if key.lower() not in ("content-length", "connection", "server", "date"):
+        for key, value in response.headers.pairs():
+            if key.lower() not in _OWN_HEADERS:
                 lines.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
         body = response.body
         lines.append(b"Content-Length: %d\r\n" % len(body))
@@ -363,9 +366,13 @@ class LocalServer:
             the ``serve`` router): while the oldest request waiting for a thread has waited
             longer than this (seconds), new requests are offered to ``shed`` with
             ``busy=True``, which answers the channel's retryable refusal (503 +
-            ``Retry-After``) at once instead of queueing them: load shedding, so that
-            acknowledgements stay fast under a flood (``None``: requests queue however long;
-            ``omnichannel serve`` uses 0.1 s).
+            ``Retry-After``) at once instead of queueing them; a request that still waited
+            longer than this when its thread takes it is offered to ``shed`` then. Load
+            shedding, so that acknowledgements stay fast under a flood (``None``: requests
+            queue however long; ``omnichannel serve`` uses 10 ms).
+        max_waiting: with ``shed`` too: while this many requests already wait for a thread,
+            new ones are offered to ``shed`` with ``busy=True`` (``None``: no such bound;
+            ``omnichannel serve`` uses the number of threads).
     """
 
     def __init__(
@@ -379,9 +386,12 @@ class LocalServer:
         threads: int = 16,
         keep_alive: float = 75.0,
         max_queue_delay: float | None = None,
+        max_waiting: int | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError("max_waiting must be at least 1")
         self.handler = handler
         self.healthz = healthz
         self.max_body = body_limit(handler if handler is not None else self)
@@ -397,6 +407,7 @@ class LocalServer:
         shed = getattr(handler, "shed", None)
         self._shed: Callable[..., Response | None] | None = shed if callable(shed) else None
         self.max_queue_delay = max_queue_delay
+        self.max_waiting = max_waiting
         # when each request still waiting for a thread was queued (the pool takes them in order)
         self._waiting: deque[float] = deque()
         self._yielded = 0.0
@@ -430,8 +441,25 @@ class LocalServer:
         return time.monotonic() - waiting[0] if waiting else 0.0
 
     def _call(self, request: Request) -> Response:
-        with contextlib.suppress(IndexError):
-            self._waiting.popleft()  # this one's wait is over
+        try:
+            queued = self._waiting.popleft()  # this one's wait is over (the pool is in order)
+        except IndexError:
+            queued = None
+        limit, shed = self.max_queue_delay, self._shed
+        if (
+            limit is not None
+            and shed is not None
+            and queued is not None
+            and time.monotonic() - queued > limit
+        ):
+            # it waited too long for a thread: the refusal now beats a late answer
+            try:
+                refusal = shed(request, busy=True)
+            except Exception:
+                log.exception("server: the handler's shed() raised")
+                refusal = None
+            if refusal is not None:
+                return refusal
         try:
             return self.handle(request)
         except Exception:

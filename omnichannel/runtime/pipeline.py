@@ -618,6 +618,7 @@ def _fields(channel: WebhookChannel, delivery: Delivery, turn: str | None = None
 
 _METHOD_NOT_ALLOWED = b'{"error":"Method not allowed; use POST."}'
 _OK = b'{"result":"ok"}'
+_UNAVAILABLE = json.dumps({"error": "The bot cannot take events right now; retry later."}).encode()
 _JSON_HEADERS = Headers({"Content-Type": "application/json"})  # copied for each answer
 
 
@@ -741,9 +742,7 @@ class WebhookChannel:
         works), for a platform that punishes repeated errors.
         """
         return Response(
-            503,
-            json.dumps({"error": "The bot cannot take events right now; retry later."}).encode(),
-            {"Content-Type": "application/json", "Retry-After": str(retry_after)},
+            503, _UNAVAILABLE, {"Content-Type": "application/json", "Retry-After": str(retry_after)}
         )
 
     def internal_error(self) -> Response:
