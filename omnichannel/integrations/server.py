@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 _MAX_HEAD = 64 * 1024  # request line and headers
 _PAUSE_ABOVE = 1 << 20  # buffered bytes of pipelined requests before reading pauses
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
-_YIELD_EVERY = 0.002  # seconds between two yields of the GIL to the handler threads
 _HEALTHY = Response.json(200, {"status": "ok"})
 _OWN_HEADERS = frozenset(("content-length", "connection", "server", "date"))  # the server's
 
@@ -272,13 +271,6 @@ class _Connection(asyncio.Protocol):
                 shed = None
             if shed is not None:
                 self._respond(shed, keep_alive, head_only=method == "HEAD")
-                if server._waiting:
-                    # let the handler threads run: refusals are cheap and a flooding client
-                    # sends the next request at once, so the loop would otherwise keep the GIL
-                    now = time.monotonic()
-                    if now - server._yielded > _YIELD_EVERY:
-                        server._yielded = now
-                        time.sleep(0)
                 return
         self.busy = True
         server._waiting.append(time.monotonic())
@@ -410,7 +402,6 @@ class LocalServer:
         self.max_waiting = max_waiting
         # when each request still waiting for a thread was queued (the pool takes them in order)
         self._waiting: deque[float] = deque()
-        self._yielded = 0.0
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
