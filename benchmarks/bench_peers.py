@@ -13,7 +13,9 @@
   CPU time of the sending thread per reply (``time.thread_time``: user + system time of the
   thread, so the kernel's work for its socket calls counts, the sink's work and the wait for
   its answer do not). Wall time per reply would add the sink's CPU and the loopback round trip,
-  which on a small machine are most of it and are not the SDK's to spend;
+  which on a small machine are most of it and are not the SDK's to spend. The sink runs on a
+  CPU of its own (the sender on the others), as a channel server on another machine would:
+  sharing the sender's core, its work cools the sender's caches between two replies;
 - import time (``-X importtime``) vs pydantic and slack_bolt;
 - bytes per dedupe key of :class:`~omnichannel.runtime.stores.MemoryStore` at 1,000,000 keys;
 - HTTP with wrk: ``omnichannel serve`` (SQLite) and the connector's WSGI app under gunicorn
@@ -350,6 +352,20 @@ _SINK = (
 )
 
 
+def _pin_apart(pid: int) -> set[int] | None:
+    """Put process ``pid`` on the last CPU and this process on the others (as a channel server
+    on another machine would be: its work neither takes the sender's core nor cools its
+    caches); returns this process's CPUs before, or ``None`` when there are not two CPUs."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    os.sched_setaffinity(pid, {cpus[-1]})
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    return set(cpus)
+
+
 @contextmanager
 def sink_process() -> Iterator[str]:
     """A :class:`~omnichannel.testing.RecordingChannelServer` in a process of its own (its CPU
@@ -357,6 +373,7 @@ def sink_process() -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
     )
+    own_cpus = _pin_apart(process.pid)
     try:
         assert process.stdout is not None
         url = process.stdout.readline().decode().strip()
@@ -364,6 +381,8 @@ def sink_process() -> Iterator[str]:
             raise RuntimeError("the sink process did not start")
         yield url
     finally:
+        if own_cpus is not None:
+            os.sched_setaffinity(0, own_cpus)
         if process.stdin is not None:
             process.stdin.close()
         try:

@@ -25,6 +25,8 @@ import os
 import re
 import select
 import socket
+import struct
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -255,7 +257,7 @@ class PooledSession:
         if connection is None:
             connection = self._connect(key, timeouts)
         else:
-            connection.sock.settimeout(timeouts[1])
+            connection.set_timeout(timeouts[1])
         try:
             connection.sock.sendall(message)
         except OSError as exc:
@@ -315,12 +317,13 @@ class PooledSession:
                 raise
         except OSError as exc:
             raise _failed(exc, sent=False, connecting=True) from None
-        sock.settimeout(timeouts[1])
+        connection = _Connection(sock, kernel_timeouts=_KERNEL_TIMEOUTS and scheme == "http")
+        connection.set_timeout(timeouts[1])
         with self._lock:
             self.connections_made += 1
         if log.isEnabledFor(logging.DEBUG):  # host and port only: a path may hold a secret
             log.debug("starting a new %s connection to %s:%d", scheme.upper(), host, port)
-        return _Connection(sock)
+        return connection
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -348,17 +351,39 @@ class _BadResponse(Exception):
 
 _MAX_HEAD = 65536
 _NO_BODY = frozenset({204, 304})
+# plain TCP on Linux: the read/write timeout is the kernel's (SO_RCVTIMEO / SO_SNDTIMEO) on a
+# blocking socket, so each send and receive is one system call (a socket with a Python timeout
+# polls before each), and the idle check one non-blocking peek
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 
 
 class _Connection:
     """One keep-alive socket and the bytes read from it beyond the last answer (none, unless
     the server sent more than it was asked for: then the connection is not reused)."""
 
-    __slots__ = ("buffer", "sock")
+    __slots__ = ("buffer", "kernel_timeouts", "sock", "timeout")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, kernel_timeouts: bool = False) -> None:
         self.sock = sock
         self.buffer = b""
+        self.kernel_timeouts = kernel_timeouts
+        self.timeout: float | None = -1.0  # none set yet
+        if kernel_timeouts:
+            sock.settimeout(None)  # blocking; the kernel times each call out
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """Each later send and receive fails after ``timeout`` seconds (``None``: never)."""
+        if timeout == self.timeout:
+            return
+        if self.kernel_timeouts:
+            seconds = 0.0 if timeout is None else max(timeout, 1e-6)  # 0: no timeout
+            whole = int(seconds)
+            value = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        else:
+            self.sock.settimeout(timeout)
+        self.timeout = timeout
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # closing a broken socket
@@ -367,6 +392,14 @@ class _Connection:
     def dropped(self) -> bool:
         """Whether the idle socket was closed by the peer (or holds bytes nobody asked for)."""
         if self.buffer:
+            return True
+        if self.kernel_timeouts:
+            try:  # anything to read (or the end)? one system call, never waiting
+                self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False  # open and idle
+            except OSError:
+                return True
             return True
         try:
             if hasattr(select, "poll"):
@@ -384,7 +417,10 @@ class _Connection:
         return True
 
     def _more(self) -> bytes:
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise TimeoutError("timed out") from None
         if not data:
             raise _BadResponse("RemoteDisconnected")
         return data
@@ -477,7 +513,10 @@ class _Connection:
         chunks = [self.buffer]
         self.buffer = b""
         while True:
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:  # SO_RCVTIMEO ran out
+                raise TimeoutError("timed out") from None
             if not data:
                 return b"".join(chunks)
             chunks.append(data)
@@ -531,7 +570,7 @@ def _request_head(
 def _failed(exc: BaseException, *, sent: bool, connecting: bool = False) -> TransportError:
     if isinstance(exc, _BadResponse):
         kind = str(exc)
-    elif isinstance(exc, TimeoutError):
+    elif isinstance(exc, TimeoutError | BlockingIOError):  # BlockingIOError: SO_SNDTIMEO
         kind = "ConnectTimeout" if connecting else "ReadTimeout" if sent else "WriteTimeout"
     else:
         kind = type(exc).__name__
