@@ -254,3 +254,36 @@ def test_the_response_offers_what_the_clients_read() -> None:
         with pytest.raises(TypeError):
             session.post(server.url, json={}, auth=object())
         session.close()
+
+
+def test_a_shorter_timeout_applies_to_a_reused_connection() -> None:
+    # one connection: the first request is answered, the second never is; the second request's
+    # own (shorter) read timeout must apply although the connection was made with a longer one
+    answered = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                    data += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                answered.set()
+                conn.recv(65536)  # the second request: never answered
+                conn.recv(65536)  # until the client gives up and closes
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        session = PooledSession()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/c"
+        assert session.post(url, json={"a": 1}, timeout=(5.0, 30.0)).status_code == 200
+        assert answered.is_set() and session.idle_connections() == 1
+        with pytest.raises(pool.TransportError) as timed_out:
+            session.post(url, json={"a": 2}, timeout=(5.0, 0.2))
+        assert "ReadTimeout" in str(timed_out.value) and timed_out.value.sent
+        assert session.connections_made == 1  # the same connection, with the new timeout
+        session.close()
+        server.join(10)
