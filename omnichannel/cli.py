@@ -363,7 +363,6 @@ def _serve(args: argparse.Namespace) -> int:
             port=port,
             threads=threads,
             max_queue_delay=_MAX_QUEUE_DELAY,
-            max_waiting=threads,
         )
     except OSError as exc:
         runtime.close(0)

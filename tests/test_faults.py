@@ -97,6 +97,8 @@ def test_sigterm_with_a_backlog_leaves_it_for_the_next_start(tmp_path: Path) -> 
             "10",
             "--max-ack-delay",
             "0",  # no flow control: the point is a backlog
+            "--http-threads",
+            "8",  # a thread per client: none is shed for waiting (the point is a backlog)
             env=bot_env(0.2),
         ) as serve:
             sessions = threading.local()

@@ -787,6 +787,38 @@ def test_a_request_that_waited_too_long_for_a_thread_is_shed_when_taken() -> Non
                 client.sock.close()
 
 
+def test_busy_when_a_new_request_would_wait_too_long_by_the_recent_time_per_request() -> None:
+    # two requests took 0.6 s each: with one thread, a request behind one already waiting
+    # would wait ~1.2 s > max_queue_delay (1 s), so it is shed at once, long before the one
+    # waiting has waited 1 s; the one behind nobody (~0.6 s expected) is queued
+    class Slow(Shedding):
+        def handle(self, request: Request) -> Response:
+            if request.path.startswith("/warm"):
+                time.sleep(0.6)
+                return Echo.handle(self, request)
+            return super().handle(request)
+
+    handler = Slow()
+    with LocalServer(handler, threads=1, max_queue_delay=1.0) as running:
+        clients = [Client(running.port) for _ in range(3)]
+        try:
+            for index in range(2):
+                assert clients[0].request("POST", f"/warm{index}", b"w").status == 200
+            clients[0].send(http_request("POST", "/a", b"a"))
+            wait_for(lambda: handler.calls == 3)  # /a runs (blocked)
+            clients[1].send(http_request("POST", "/b", b"b"))
+            wait_for(lambda: len(handler.offered) == 4)
+            queued = time.monotonic()
+            clients[2].send(http_request("POST", "/c", b"c"))
+            shed = clients[2].read_response()
+            assert shed.status == 503 and time.monotonic() - queued < 0.9
+            assert handler.offered[-2:] == [("/b", False), ("/c", True)]
+        finally:
+            handler.release.set()
+            for client in clients:
+                client.sock.close()
+
+
 def test_max_waiting_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_waiting"):
         LocalServer(Echo(), max_waiting=0)

@@ -259,11 +259,12 @@ class _Connection(asyncio.Protocol):
         server = self.server
         if server._shed is not None:
             # the handler's immediate answer (503 + Retry-After from an overloaded pipeline, or
-            # when more requests wait for a thread than max_waiting), on the loop
+            # when this request would wait too long for a thread), on the loop
             try:
                 limit, most = server.max_queue_delay, server.max_waiting
                 busy = (most is not None and len(server._waiting) >= most) or (
-                    limit is not None and server._queue_delay() > limit
+                    limit is not None
+                    and (server._queue_delay() > limit or server._expected_wait() > limit)
                 )
                 shed = server._shed(request, busy=busy)
             except Exception:
@@ -356,15 +357,16 @@ class LocalServer:
         keep_alive: seconds an idle keep-alive connection is kept open.
         max_queue_delay: for a handler with ``shed(request, busy=...)`` (every channel and
             the ``serve`` router): while the oldest request waiting for a thread has waited
-            longer than this (seconds), new requests are offered to ``shed`` with
-            ``busy=True``, which answers the channel's retryable refusal (503 +
-            ``Retry-After``) at once instead of queueing them; a request that still waited
-            longer than this when its thread takes it is offered to ``shed`` then. Load
+            longer than this (seconds), or a new request would wait longer than this (its
+            place in the queue times the recent time per request, over the threads), new
+            requests are offered to ``shed`` with ``busy=True``, which answers the channel's
+            retryable refusal (503 + ``Retry-After``) at once instead of queueing them; a
+            request that still waited longer than this when its thread takes it is offered to
+            ``shed`` then. Load
             shedding, so that acknowledgements stay fast under a flood (``None``: requests
             queue however long; ``omnichannel serve`` uses 10 ms).
         max_waiting: with ``shed`` too: while this many requests already wait for a thread,
-            new ones are offered to ``shed`` with ``busy=True`` (``None``: no such bound;
-            ``omnichannel serve`` uses the number of threads).
+            new ones are offered to ``shed`` with ``busy=True`` (``None``: no such bound).
     """
 
     def __init__(
@@ -395,6 +397,11 @@ class LocalServer:
         self._port = int(self._socket.getsockname()[1])
         self._backlog = backlog
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"http:{self._port}")
+        self._threads = threads
+        self._service = 0.0  # seconds per request in a thread, a moving average
+        self._served = 0
+        self._running = 0  # requests in a thread now
+        self._counting = threading.Lock()
         self._clock = _Clock()
         shed = getattr(handler, "shed", None)
         self._shed: Callable[..., Response | None] | None = shed if callable(shed) else None
@@ -431,7 +438,17 @@ class LocalServer:
         waiting = self._waiting
         return time.monotonic() - waiting[0] if waiting else 0.0
 
+    def _expected_wait(self) -> float:
+        """How long a request queued now would wait for a thread, from the recent time per
+        request (Little's law: the requests ahead of it over the threads' rate); 0 while a
+        thread is free."""
+        ahead = len(self._waiting)
+        if ahead + self._running < self._threads:
+            return 0.0
+        return (ahead + 1) * self._service / self._threads
+
     def _call(self, request: Request) -> Response:
+        started = time.monotonic()
         try:
             queued = self._waiting.popleft()  # this one's wait is over (the pool is in order)
         except IndexError:
@@ -441,7 +458,7 @@ class LocalServer:
             limit is not None
             and shed is not None
             and queued is not None
-            and time.monotonic() - queued > limit
+            and started - queued > limit
         ):
             # it waited too long for a thread: the refusal now beats a late answer
             try:
@@ -451,11 +468,19 @@ class LocalServer:
                 refusal = None
             if refusal is not None:
                 return refusal
+        with self._counting:
+            self._running += 1
         try:
             return self.handle(request)
         except Exception:
             log.exception("server: the handler raised")
             return Response.error(500, "Internal server error.")
+        finally:  # the time per request: the mean of the first 10, then a moving average
+            with self._counting:
+                self._running -= 1
+                self._served += 1
+                took = time.monotonic() - started
+                self._service += (took - self._service) / min(self._served, 10)
 
     # running ----------------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.2) -> None:
