@@ -397,7 +397,7 @@ class LocalServer:
         self._port = int(self._socket.getsockname()[1])
         self._backlog = backlog
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"http:{self._port}")
-        self._threads = threads
+        self._thread_count = threads
         self._service = 0.0  # seconds per request in a thread, a moving average
         self._served = 0
         self._running = 0  # requests in a thread now
@@ -443,9 +443,9 @@ class LocalServer:
         request (Little's law: the requests ahead of it over the threads' rate); 0 while a
         thread is free."""
         ahead = len(self._waiting)
-        if ahead + self._running < self._threads:
+        if ahead + self._running < self._thread_count:
             return 0.0
-        return (ahead + 1) * self._service / self._threads
+        return (ahead + 1) * self._service / self._thread_count
 
     def _call(self, request: Request) -> Response:
         started = time.monotonic()
