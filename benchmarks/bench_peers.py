@@ -2,9 +2,10 @@
 
 - ``parse_event`` on the seed's three payloads vs ``json.loads`` and vs pydantic v2
   ``model_validate_json`` of an equivalent hand-written model;
-- ``Connector.handle`` (inline runner, echo bot, memory store, no-op transport) vs ``json.loads``
-  of the same body and vs slack_bolt ``App.dispatch`` with a no-op listener (run before the
-  response, as the connector's inline runner does);
+- ``Connector.handle`` (inline runner, memory store, no-op transport) with the echo bot vs
+  ``json.loads`` of the same body, and with a no-op bot (one handler that does nothing) vs
+  slack_bolt ``App.dispatch`` with a no-op listener (run before the response, as the
+  connector's inline runner does);
 - one echo reply sent through the SDK's client (``Connector.deliver``: ``OmnichannelClient.call``,
   one attempt, the default pooled transport) to a local keep-alive
   :class:`~omnichannel.testing.RecordingChannelServer`, vs ``json.loads``; the same POST with
@@ -262,12 +263,17 @@ class Bodies:
         return body
 
 
-def handle_candidate() -> tuple[Candidate, Callable[[], None]]:
-    """``Connector.handle``: inline runner, echo bot, memory store, no-op transport."""
+def handle_candidate(*, noop: bool = False) -> tuple[Candidate, Callable[[], None]]:
+    """``Connector.handle``: inline runner, memory store, no-op transport; the echo bot, or
+    (``noop``) a bot whose one handler does nothing (no reply: what slack_bolt's no-op
+    listener does)."""
     from omnichannel import Bot, Connector, Request
 
+    bot = Bot()
+    if noop:
+        bot.on_message(lambda turn: None)
     connector = Connector(
-        Bot(), token="bench-token", channel_url="http://127.0.0.1:9/channel", inline=True
+        bot, token="bench-token", channel_url="http://127.0.0.1:9/channel", inline=True
     )
     connector.runtime.outbox.register(connector.destination, lambda payload: None)
     bodies = Bodies()
@@ -743,6 +749,8 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     candidates["json webhook"] = Candidate(lambda: json.loads(webhook))
     handle, close_handle = handle_candidate()
     candidates["handle"] = handle
+    handle_noop, close_noop = handle_candidate(noop=True)
+    candidates["handle no-op"] = handle_noop
     if installed("slack_bolt"):
         candidates["bolt"] = bolt_candidate()
     with sink_process() as channel_url:
@@ -753,6 +761,7 @@ def bench_peers(argv: list[str] | None = None) -> bool:
         finally:
             close_reply()
             close_handle()
+            close_noop()
 
     if not fast:
         for name in PAYLOADS:
@@ -777,11 +786,15 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     if "orjson text" in us:  # what decoding with orjson (a "fast" extra) could save
         rows.append(_ratio_row("  orjson.loads(text) vs json.loads (JSON decoding alone)",
                                us["orjson text"], us["json text"], None))  # fmt: skip
-    for label, peer, target in (
-        ("Connector.handle vs json.loads(body)", us["json webhook"], HANDLE_VS_JSON),
-        ("Connector.handle vs slack_bolt App.dispatch", us.get("bolt"), HANDLE_VS_BOLT),
-    ):
-        row = _ratio_row(label, us["handle"], peer, target)
+    for label, ours, peer, target in (
+        ("Connector.handle, echo bot vs json.loads(body)", "handle", us["json webhook"],
+         HANDLE_VS_JSON),
+        ("Connector.handle, no-op bot vs slack_bolt App.dispatch, no-op", "handle no-op",
+         us.get("bolt"), HANDLE_VS_BOLT),
+        ("  Connector.handle, echo bot vs slack_bolt App.dispatch, no-op", "handle",
+         us.get("bolt"), None),
+    ):  # fmt: skip
+        row = _ratio_row(label, us[ours], peer, target)
         ok &= row[-1] != "MISS"
         rows.append(row)
     row = _ratio_row("echo reply (Connector.deliver, sender CPU) vs json.loads(body)", us["reply"],

@@ -819,6 +819,21 @@ def test_busy_when_a_new_request_would_wait_too_long_by_the_recent_time_per_requ
                 client.sock.close()
 
 
+def test_a_late_start_of_a_free_thread_is_not_congestion() -> None:
+    # max_queue_delay 0: any wait behind a busy thread is too long; yet requests sent one at a
+    # time always find a thread free, so however late the thread takes one, none is shed
+    handler = Shedding()
+    handler.release.set()
+    with LocalServer(handler, threads=1, max_queue_delay=0.0) as running:
+        client = Client(running.port)
+        try:
+            for index in range(20):
+                assert client.request("POST", f"/{index}", b"x").status == 200
+            assert all(not busy for _, busy in handler.offered)
+        finally:
+            client.sock.close()
+
+
 def test_max_waiting_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_waiting"):
         LocalServer(Echo(), max_waiting=0)

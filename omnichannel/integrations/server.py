@@ -261,11 +261,8 @@ class _Connection(asyncio.Protocol):
             # the handler's immediate answer (503 + Retry-After from an overloaded pipeline, or
             # when this request would wait too long for a thread), on the loop
             try:
-                limit, most = server.max_queue_delay, server.max_waiting
-                busy = (most is not None and len(server._waiting) >= most) or (
-                    limit is not None
-                    and (server._queue_delay() > limit or server._expected_wait() > limit)
-                )
+                most = server.max_waiting
+                busy = (most is not None and len(server._waiting) >= most) or server._congested()
                 shed = server._shed(request, busy=busy)
             except Exception:
                 log.exception("server: the handler's shed() raised")
@@ -274,7 +271,9 @@ class _Connection(asyncio.Protocol):
                 self._respond(shed, keep_alive, head_only=method == "HEAD")
                 return
         self.busy = True
-        server._waiting.append(time.monotonic())
+        # when it was queued, and whether every thread was taken then (only such a wait is
+        # congestion; a free thread that starts late is not)
+        server._waiting.append((time.monotonic(), server._no_free_thread()))
         future = server._pool.submit(server._call, request)
         loop = server._loop
         assert loop is not None
@@ -408,7 +407,7 @@ class LocalServer:
         self.max_queue_delay = max_queue_delay
         self.max_waiting = max_waiting
         # when each request still waiting for a thread was queued (the pool takes them in order)
-        self._waiting: deque[float] = deque()
+        self._waiting: deque[tuple[float, bool]] = deque()
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -433,33 +432,30 @@ class LocalServer:
             return self.handler.handle(request)
         return Response.error(404, "Not found.")
 
-    def _queue_delay(self) -> float:
-        """How long the oldest request waiting for a thread has waited (seconds)."""
-        waiting = self._waiting
-        return time.monotonic() - waiting[0] if waiting else 0.0
+    def _no_free_thread(self) -> bool:
+        return len(self._waiting) + self._running >= self._thread_count
 
-    def _expected_wait(self) -> float:
-        """How long a request queued now would wait for a thread, from the recent time per
-        request (Little's law: the requests ahead of it over the threads' rate); 0 while a
-        thread is free."""
-        ahead = len(self._waiting)
-        if ahead + self._running < self._thread_count:
-            return 0.0
-        return (ahead + 1) * self._service / self._thread_count
+    def _congested(self) -> bool:
+        """Whether a request queued now would wait for a thread longer than
+        ``max_queue_delay``: every thread is taken, and the oldest waiting request has waited
+        that long, or the requests ahead times the recent time per request, over the threads,
+        make that long (Little's law)."""
+        limit = self.max_queue_delay
+        if limit is None or not self._no_free_thread():
+            return False
+        waiting = self._waiting
+        if waiting and time.monotonic() - waiting[0][0] > limit:
+            return True
+        return (len(waiting) + 1) * self._service / self._thread_count > limit
 
     def _call(self, request: Request) -> Response:
         started = time.monotonic()
-        try:
-            queued = self._waiting.popleft()  # this one's wait is over (the pool is in order)
+        try:  # this one's wait is over (the pool takes them in order)
+            queued, congested = self._waiting.popleft()
         except IndexError:
-            queued = None
+            queued, congested = started, False
         limit, shed = self.max_queue_delay, self._shed
-        if (
-            limit is not None
-            and shed is not None
-            and queued is not None
-            and started - queued > limit
-        ):
+        if limit is not None and shed is not None and congested and started - queued > limit:
             # it waited too long for a thread: the refusal now beats a late answer
             try:
                 refusal = shed(request, busy=True)
