@@ -235,7 +235,8 @@ def bench_serve(argv: list[str] | None = None) -> bool:
     for index, ((run, *_), base_run) in enumerate(zip(serve_runs, bare_runs, strict=True), 1):
         print(
             f"run {index}: serve {run['rps']:.0f} req/s, p99 {run['p99']:.1f} ms, "
-            f"{run.get('status 200', 0) / seconds:.0f} acknowledged/s; "
+            f"{run.get('status 200', 0) / seconds:.0f} acknowledged/s, "
+            f"{run.get('status 503', 0) / seconds:.0f} shed/s, {_others(run):.0f} other; "
             f"bare {base_run['rps']:.0f} req/s, p99 {base_run['p99']:.1f} ms"
         )
     return ok_ratio and ok_p99 and ok_others and ok_drain
