@@ -5,7 +5,11 @@
 - ``Connector.handle`` (inline runner, memory store, no-op transport) with the echo bot vs
   ``json.loads`` of the same body, and with a no-op bot (one handler that does nothing) vs
   slack_bolt ``App.dispatch`` with a no-op listener (run before the response, as the
-  connector's inline runner does);
+  connector's inline runner does); two info rows beside them: the echo bot keeping no history
+  (``Bot(history=0)``: what the history costs), and the same durable echo turn written by hand
+  with no framework (``benchmarks/turns.py``: the path and token checked, ``parse_event``, the
+  dedupe mark and the turn, the history, completion and reply stored under a lock, the reply
+  handed over; the floor of that row);
 - one echo reply sent through the SDK's client (``Connector.deliver``: ``OmnichannelClient.call``,
   one attempt, the default pooled transport) to a local keep-alive
   :class:`~omnichannel.testing.RecordingChannelServer`, vs ``json.loads``; the same POST with
@@ -35,10 +39,8 @@ optional (``pip install -e '.[bench]'``): a missing one prints "not installed" i
 from __future__ import annotations
 
 import argparse
-import gc
 import http.client
 import importlib.util
-import itertools
 import json
 import os
 import re
@@ -55,7 +57,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from benchmarks.bench_footprint import MAX_BYTES_PER_KEY, bytes_per_key
-from benchmarks.payloads import PAYLOADS, VISITOR
+from benchmarks.payloads import PAYLOADS
+from benchmarks.timing import Candidate, interleaved
+from benchmarks.turns import bolt_candidate, floor_candidate, handle_candidate, webhook_template
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "performance-http.png"
@@ -71,64 +75,6 @@ IMPORT_MS = 40.0
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-# interleaved timing ---------------------------------------------------------------------------
-class Candidate:
-    """A callable timed per call; ``prepare(n)`` (untimed) runs before each sample of ``n``
-    calls (e.g. to make ``n`` fresh bodies)."""
-
-    def __init__(
-        self,
-        call: Callable[[], object],
-        prepare: Callable[[int], None] | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.call = call
-        self.prepare = prepare
-        self.clock = clock
-        self.number = 1
-        self.best = float("inf")
-
-    def sample(self, number: int) -> float:
-        """Seconds per call over ``number`` calls."""
-        if self.prepare is not None:
-            self.prepare(number)
-        call, clock = self.call, self.clock
-        loop = itertools.repeat(None, number)
-        start = clock()
-        for _ in loop:
-            call()
-        return (clock() - start) / number
-
-    def calibrate(self, min_time: float) -> None:
-        """Find the number of calls that takes about ``min_time``."""
-        number = 1
-        while True:
-            took = self.sample(number) * number
-            if took >= min_time / 4:
-                self.number = max(1, int(number * min_time / took))
-                return
-            number *= 4
-
-
-def interleaved(
-    candidates: dict[str, Candidate], *, repeat: int = 7, min_time: float = 0.1
-) -> dict[str, float]:
-    """Best µs per call of each candidate over ``repeat`` rounds, every candidate once a round."""
-    for candidate in candidates.values():
-        candidate.calibrate(min_time)
-    gc_was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            for candidate in candidates.values():
-                candidate.best = min(candidate.best, candidate.sample(candidate.number))
-    finally:
-        if gc_was:
-            gc.enable()
-    return {name: c.best * 1e6 for name, c in candidates.items()}
 
 
 # the candidates -------------------------------------------------------------------------------
@@ -227,126 +173,6 @@ def msgspec_event_type() -> Any:
          ("visitor", visitor, visitor())],
     )  # fmt: skip
     return msgspec.json.Decoder(event).decode
-
-
-def _webhook_template() -> bytes:
-    """The seed's text payload with ``%d`` for the chat id and the message id."""
-    body = {
-        "event": "new_message",
-        "chat_id": 99_999_991,
-        "visitor": VISITOR,
-        "message": {"id": "b-99999992", "kind": "visitor", "text": "Hello, I would like a pizza"},
-    }
-    text = json.dumps(body).replace("99999991", "%d").replace("99999992", "%d")
-    return text.encode()
-
-
-class Bodies:
-    """Webhook bodies, every one a new delivery (a repeat would skip the bot), made before the
-    sample that uses them."""
-
-    def __init__(self) -> None:
-        self.template = _webhook_template()
-        self.made = 0
-        self.items: list[bytes] = []
-        self.at = 0
-
-    def prepare(self, number: int) -> None:
-        start = self.made
-        self.items = [self.template % (i % 50, i) for i in range(start, start + number)]
-        self.made += number
-        self.at = 0
-
-    def next(self) -> bytes:
-        body = self.items[self.at]
-        self.at += 1
-        return body
-
-
-def handle_candidate(*, noop: bool = False) -> tuple[Candidate, Callable[[], None]]:
-    """``Connector.handle``: inline runner, memory store, no-op transport; the echo bot, or
-    (``noop``) a bot whose one handler does nothing (no reply: what slack_bolt's no-op
-    listener does)."""
-    from omnichannel import Bot, Connector, Request
-
-    bot = Bot()
-    if noop:
-        bot.on_message(lambda turn: None)
-    connector = Connector(
-        bot, token="bench-token", channel_url="http://127.0.0.1:9/channel", inline=True
-    )
-    connector.runtime.outbox.register(connector.destination, lambda payload: None)
-    bodies = Bodies()
-    path, headers = connector.webhook_path, {"Content-Type": "application/json"}
-    handle, take = connector.handle, bodies.next
-
-    def call() -> object:
-        return handle(Request("POST", path, headers, take()))
-
-    def close() -> None:
-        assert connector.runtime.store.pending("outbox") == 0
-        connector.close()
-
-    return Candidate(call, bodies.prepare), close
-
-
-def bolt_candidate() -> Candidate:
-    """slack_bolt ``App.dispatch`` of a message event to a no-op listener, run before the
-    response (``process_before_response``), no signature check, no Slack API call."""
-    from slack_bolt import App, BoltRequest
-    from slack_bolt.authorization import AuthorizeResult
-
-    def authorize(enterprise_id: Any, team_id: Any, user_id: Any, **_: Any) -> AuthorizeResult:
-        return AuthorizeResult(
-            enterprise_id=enterprise_id,
-            team_id=team_id,
-            bot_token="xoxb-bench",  # a placeholder, never sent
-            bot_user_id="UBOT",
-            bot_id="BBOT",
-        )
-
-    app = App(
-        signing_secret="bench",  # a placeholder, never checked
-        authorize=authorize,
-        request_verification_enabled=False,
-        ssl_check_enabled=False,
-        url_verification_enabled=False,
-        token_verification_enabled=False,
-        process_before_response=True,
-    )
-    called = itertools.count()
-
-    @app.event("message")
-    def noop(event: dict[str, Any]) -> None:
-        next(called)
-
-    body = json.dumps(
-        {
-            "token": "bench",
-            "team_id": "T1",
-            "api_app_id": "A1",
-            "type": "event_callback",
-            "event_id": "Ev1",
-            "event_time": 1_760_000_000,
-            "event": {
-                "type": "message",
-                "channel": "D1",
-                "channel_type": "im",
-                "user": "U1",
-                "text": "Hello, I would like a pizza",
-                "ts": "1760000000.000100",
-            },
-        }
-    )
-    headers = {"content-type": ["application/json"]}
-    response = app.dispatch(BoltRequest(body=body, headers=headers, mode="http"))
-    assert response.status == 200, response.body
-    assert next(called) == 1
-
-    def call() -> object:
-        return app.dispatch(BoltRequest(body=body, headers=headers, mode="http"))
-
-    return Candidate(call)
 
 
 _SINK = (
@@ -745,12 +571,15 @@ def bench_peers(argv: list[str] | None = None) -> bool:
         import orjson
 
         candidates["orjson text"] = Candidate(lambda: orjson.loads(PAYLOADS["text"]))
-    webhook = _webhook_template() % (7, 7)
+    webhook = webhook_template() % (7, 7)
     candidates["json webhook"] = Candidate(lambda: json.loads(webhook))
     handle, close_handle = handle_candidate()
     candidates["handle"] = handle
     handle_noop, close_noop = handle_candidate(noop=True)
     candidates["handle no-op"] = handle_noop
+    handle_bare, close_bare = handle_candidate(history=0)
+    candidates["handle no history"] = handle_bare
+    candidates["floor"], close_floor = floor_candidate()
     if installed("slack_bolt"):
         candidates["bolt"] = bolt_candidate()
     with sink_process() as channel_url:
@@ -762,6 +591,8 @@ def bench_peers(argv: list[str] | None = None) -> bool:
             close_reply()
             close_handle()
             close_noop()
+            close_bare()
+            close_floor()
 
     if not fast:
         for name in PAYLOADS:
@@ -793,6 +624,10 @@ def bench_peers(argv: list[str] | None = None) -> bool:
          us.get("bolt"), HANDLE_VS_BOLT),
         ("  Connector.handle, echo bot vs slack_bolt App.dispatch, no-op", "handle",
          us.get("bolt"), None),
+        ("  Connector.handle, echo bot keeping no history vs json.loads(body)",
+         "handle no history", us["json webhook"], None),
+        ("  the same durable echo turn by hand (floor) vs json.loads(body)", "floor",
+         us["json webhook"], None),
     ):  # fmt: skip
         row = _ratio_row(label, us[ours], peer, target)
         ok &= row[-1] != "MISS"

@@ -6,6 +6,7 @@ import re
 
 __all__ = ["numbered_list", "plain_text", "split_text"]
 
+_MARKUP = re.compile(r"[*_\[`#~]")  # a text without one of these has no markdown to strip
 _LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)\)")
 _EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1|(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?!\w)")
 _CODE_FENCE = re.compile(r"^```[^\n]*\n?|^```$", re.MULTILINE)
@@ -20,7 +21,7 @@ def plain_text(text: str) -> str:
     ``**bold**`` → ``bold``, ``[label](url)`` → ``label (url)``, headings and code fences lose
     their markers. Text without markdown is returned unchanged.
     """
-    if not any(c in text for c in "*_[`#~"):
+    if _MARKUP.search(text) is None:
         return text
     text = _CODE_FENCE.sub("", text)
     text = _LINK.sub(lambda m: f"{m[1]} ({m[2]})" if m[1] and m[1] != m[2] else m[2], text)
