@@ -9,7 +9,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.payloads import VISITOR
@@ -128,7 +128,7 @@ def bolt_candidate() -> Candidate:
             },
         }
     )
-    headers = {"content-type": ["application/json"]}
+    headers: dict[str, str | Sequence[str]] = {"content-type": ["application/json"]}
     response = app.dispatch(BoltRequest(body=body, headers=headers, mode="http"))
     assert response.status == 200, response.body
     assert next(called) == 1
