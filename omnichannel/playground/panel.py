@@ -209,11 +209,15 @@ class PipelinePanel:
                 exchange["items"].append(view)
             self._changed(view)
 
+    def _settled(self, item: QueueItem) -> None:
+        # the item is no longer in hand: its chat shows nothing in flight (held: self._lock)
+        if self._inflight.get(item.chat_key) == item.id:
+            del self._inflight[item.chat_key]
+
     def acked(self, item: QueueItem) -> None:
         with self._lock:
             view = self._items.pop(item.id, None)
-            if self._inflight.get(item.chat_key) == item.id:
-                del self._inflight[item.chat_key]
+            self._settled(item)
             if view is not None and view["queue"] == OUTBOX:
                 view.update(state="delivered", next_at=None, attempts=item.attempts)
             self._changed(view)
@@ -221,8 +225,7 @@ class PipelinePanel:
     def rescheduled(self, item: QueueItem) -> None:
         with self._lock:
             view = self._items.get(item.id)
-            if self._inflight.get(item.chat_key) == item.id:
-                del self._inflight[item.chat_key]
+            self._settled(item)
             error = self.mask(item.last_error or "")
             if view is not None:
                 view.update(
@@ -238,8 +241,7 @@ class PipelinePanel:
     def buried(self, item: QueueItem) -> None:
         with self._lock:
             view = self._items.get(item.id)
-            if self._inflight.get(item.chat_key) == item.id:
-                del self._inflight[item.chat_key]
+            self._settled(item)
             error = self.mask(item.last_error or "")
             if view is not None:
                 view.update(state="dead", attempts=item.attempts, error=error, next_at=None)

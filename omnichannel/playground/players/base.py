@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from omnichannel.runtime.http import Request, Response
+from omnichannel.testing.fake import FakePlatform
 
 if TYPE_CHECKING:
     from omnichannel.playground.app import Exchange, Playground, Upload
@@ -43,9 +44,19 @@ def _json(body: bytes) -> Any:
         return None
 
 
-def _seen(player: Player | None, request: Request, response: Response, started: float) -> None:
-    if player is not None:
-        player.outbound(request, response, time.perf_counter() - started)
+class ShownToPlayer(FakePlatform[Any]):
+    """Put before a fake platform's class: it answers as the fake does, then shows the call to
+    its player (the bot's outbound requests on the page's wire)."""
+
+    player: Player | None = None
+
+    def handle(self, request: Request) -> Response:
+        """Answer as the fake does, then show the call."""
+        started = time.perf_counter()
+        response = super().handle(request)
+        if self.player is not None:
+            self.player.outbound(request, response, time.perf_counter() - started)
+        return response
 
 
 class Player:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from omnichannel.playground.players.base import VISITOR, Player, _json, _seen
-from omnichannel.runtime.http import Request, Response
+from omnichannel.playground.players.base import VISITOR, Player, ShownToPlayer, _json
+from omnichannel.runtime.http import Request
 from omnichannel.testing import events
 from omnichannel.testing.channel import RecordingChannelServer
 
@@ -17,17 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["OmnichannelPlayer", "PlaygroundChannelServer"]
 
 
-class PlaygroundChannelServer(RecordingChannelServer):
+class PlaygroundChannelServer(ShownToPlayer, RecordingChannelServer):
     """The fake channel server, telling its player about every call it answered."""
-
-    player: Player | None = None
-
-    def handle(self, request: Request) -> Response:
-        """Answer as the fake does, then show the call."""
-        started = time.perf_counter()
-        response = super().handle(request)
-        _seen(self.player, request, response, started)
-        return response
 
 
 class OmnichannelPlayer(Player):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from omnichannel.playground.players.base import VISITOR, Player, _json, _seen
-from omnichannel.runtime.http import Request, Response
+from omnichannel.playground.players.base import VISITOR, Player, ShownToPlayer, _json
+from omnichannel.runtime.http import Request
 from omnichannel.testing.omnidesk import (
     RULE_BODY_NEW_CASE,
     RULE_BODY_UPDATED_CASE,
@@ -24,17 +23,8 @@ __all__ = ["OmnideskPlayer", "PlaygroundOmnidesk"]
 _PLACEHOLDER = re.compile(r"\[([a-z_]+)\]")
 
 
-class PlaygroundOmnidesk(FakeOmnidesk):
+class PlaygroundOmnidesk(ShownToPlayer, FakeOmnidesk):
     """The fake Omnidesk, telling its player about every API call it answered."""
-
-    player: Player | None = None
-
-    def handle(self, request: Request) -> Response:
-        """Answer as the fake does, then show the call."""
-        started = time.perf_counter()
-        response = super().handle(request)
-        _seen(self.player, request, response, started)
-        return response
 
 
 class OmnideskPlayer(Player):

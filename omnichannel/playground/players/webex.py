@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from omnichannel.playground.players.base import Player, _json, _seen
-from omnichannel.runtime.http import Request, Response
+from omnichannel.playground.players.base import Player, ShownToPlayer, _json
+from omnichannel.runtime.http import Request
 from omnichannel.testing.webex import FakeWebexConnect, incoming_message_event
 
 if TYPE_CHECKING:
@@ -19,17 +18,8 @@ if TYPE_CHECKING:
 __all__ = ["PlaygroundWebex", "WebexPlayer"]
 
 
-class PlaygroundWebex(FakeWebexConnect):
+class PlaygroundWebex(ShownToPlayer, FakeWebexConnect):
     """The fake Webex Connect, telling its player about every event the bot posted."""
-
-    player: Player | None = None
-
-    def handle(self, request: Request) -> Response:
-        """Answer as the fake does, then show the call."""
-        started = time.perf_counter()
-        response = super().handle(request)
-        _seen(self.player, request, response, started)
-        return response
 
 
 class WebexPlayer(Player):
