@@ -553,20 +553,37 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     fast = _fastparse.fast_loads is not None
     with_fast = " with omnichannel[fast]" if fast else " without omnichannel[fast]"
     for name, body in PAYLOADS.items():
-        candidates[f"json {name}"] = Candidate(lambda body=body: json.loads(body))
-        candidates[f"parse std {name}"] = Candidate(lambda body=body: _fastparse.parse(body, None))
+
+        def load(body: bytes = body) -> object:
+            return json.loads(body)
+
+        def parse_std(body: bytes = body) -> object:
+            return _fastparse.parse(body, None)
+
+        candidates[f"json {name}"] = Candidate(load)
+        candidates[f"parse std {name}"] = Candidate(parse_std)
         if fast:
-            candidates[f"parse {name}"] = Candidate(lambda body=body: parse_event(body))
+
+            def parse(body: bytes = body) -> object:
+                return parse_event(body)
+
+            candidates[f"parse {name}"] = Candidate(parse)
     model = pydantic_event_model() if installed("pydantic") else None
     if model is not None:
         for name, body in PAYLOADS.items():
-            candidates[f"pydantic {name}"] = Candidate(
-                lambda body=body: model.model_validate_json(body)
-            )
+
+            def validate(body: bytes = body) -> object:
+                return model.model_validate_json(body)
+
+            candidates[f"pydantic {name}"] = Candidate(validate)
     if installed("msgspec"):
         decode = msgspec_event_type()
         for name, body in PAYLOADS.items():
-            candidates[f"msgspec {name}"] = Candidate(lambda body=body: decode(body))
+
+            def decode_body(body: bytes = body) -> object:
+                return decode(body)
+
+            candidates[f"msgspec {name}"] = Candidate(decode_body)
     if installed("orjson"):
         import orjson
 
@@ -650,8 +667,8 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     ms = imports(statements, repeat)
     import_ok = ms["omnichannel"] <= IMPORT_MS
     ok &= import_ok
-    for peer in ("pydantic", "slack_bolt"):
-        row = _ratio_row(f"import omnichannel vs import {peer}", ms["omnichannel"], ms.get(peer),
+    for lib in ("pydantic", "slack_bolt"):
+        row = _ratio_row(f"import omnichannel vs import {lib}", ms["omnichannel"], ms.get(lib),
                          None, "ms")  # fmt: skip
         rows.append((*row[:4], f"≤ {IMPORT_MS:g} ms", "ok" if import_ok else "MISS"))
     rows.append(_ratio_row("from omnichannel import Connector vs from slack_bolt import App",

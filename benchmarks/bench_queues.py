@@ -142,7 +142,7 @@ def bench_queues() -> bool:
     with tempfile.TemporaryDirectory(prefix="omnichannel-bench-") as tmp:
         store = SQLiteStore(os.path.join(tmp, "ours.db"))
         try:
-            floors = {
+            floors: dict[str, Callable[[], float]] = {
                 "minimal": lambda: _raw_sqlite(os.path.join(tmp, "raw.db")),
                 "same semantics": lambda: _raw_sqlite_ordered(os.path.join(tmp, "same.db")),
             }

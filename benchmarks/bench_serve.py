@@ -188,9 +188,9 @@ def bench_serve(argv: list[str] | None = None) -> bool:
                 before = len(sink.calls)
                 result = _wrk(base + PATH, seconds, connections)
                 delivered_during = len(sink.calls) - before
-                acked = int(result.get("status 200", 0))
+                acks = int(result.get("status 200", 0))
                 drain_started = time.monotonic()
-                while len(sink.calls) - before < acked and time.monotonic() - drain_started < 120:
+                while len(sink.calls) - before < acks and time.monotonic() - drain_started < 120:
                     time.sleep(0.05)
                 drain = time.monotonic() - drain_started
                 delivered = len(sink.calls) - before
