@@ -58,7 +58,8 @@ from urllib.parse import urlsplit
 
 from benchmarks.bench_footprint import MAX_BYTES_PER_KEY, bytes_per_key
 from benchmarks.payloads import PAYLOADS
-from benchmarks.timing import Candidate, interleaved
+from benchmarks.run import table
+from benchmarks.timing import Candidate, bound, interleaved
 from benchmarks.turns import bolt_candidate, floor_candidate, handle_candidate, webhook_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -497,18 +498,6 @@ def _plot(results: dict[str, dict[int, dict[str, float]]], levels: list[int], pa
 
 
 # the suite ------------------------------------------------------------------------------------
-def _table(rows: list[tuple[str, ...]]) -> str:
-    """Like :func:`benchmarks.run.table`, the first column left-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    )
-
-
 def _verdict(ratio: float, target: float) -> str:
     return "ok" if ratio <= target else "MISS"
 
@@ -553,37 +542,22 @@ def bench_peers(argv: list[str] | None = None) -> bool:
     fast = _fastparse.fast_loads is not None
     with_fast = " with omnichannel[fast]" if fast else " without omnichannel[fast]"
     for name, body in PAYLOADS.items():
+        candidates[f"json {name}"] = Candidate(bound(json.loads, body))
 
-        def load(body: bytes = body) -> object:
-            return json.loads(body)
-
-        def parse_std(body: bytes = body) -> object:
+        def parse_std(body: bytes = body) -> object:  # the standard library's path
             return _fastparse.parse(body, None)
 
-        candidates[f"json {name}"] = Candidate(load)
         candidates[f"parse std {name}"] = Candidate(parse_std)
         if fast:
-
-            def parse(body: bytes = body) -> object:
-                return parse_event(body)
-
-            candidates[f"parse {name}"] = Candidate(parse)
+            candidates[f"parse {name}"] = Candidate(bound(parse_event, body))
     model = pydantic_event_model() if installed("pydantic") else None
     if model is not None:
         for name, body in PAYLOADS.items():
-
-            def validate(body: bytes = body) -> object:
-                return model.model_validate_json(body)
-
-            candidates[f"pydantic {name}"] = Candidate(validate)
+            candidates[f"pydantic {name}"] = Candidate(bound(model.model_validate_json, body))
     if installed("msgspec"):
         decode = msgspec_event_type()
         for name, body in PAYLOADS.items():
-
-            def decode_body(body: bytes = body) -> object:
-                return decode(body)
-
-            candidates[f"msgspec {name}"] = Candidate(decode_body)
+            candidates[f"msgspec {name}"] = Candidate(bound(decode, body))
     if installed("orjson"):
         import orjson
 
@@ -695,7 +669,7 @@ def bench_peers(argv: list[str] | None = None) -> bool:
         f"omnichannel vs peers: one run, in-process rows best of {repeat} interleaved rounds; "
         f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
-    print(_table(rows))
+    print(table(rows, left=1))
     for note in notes:
         print(note)
     return ok

@@ -168,7 +168,7 @@ def bench_stages(argv: Sequence[str] = ()) -> bool:
         f"where a turn's time goes: one run, best of {args.repeat} interleaved rounds; "
         f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
-    print(table(rows))
+    print(table(rows, left=1))
     return True
 
 
